@@ -1,0 +1,39 @@
+# The two set-up commands are `make demo` and `make test` (see README.md).
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck unit sysdeps-demo sysdeps-test bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+sysdeps-demo:
+	@bash scripts/sysdeps.sh demo
+
+sysdeps-test:
+	@bash scripts/sysdeps.sh test
+
+demo: sysdeps-demo $(STAMP)
+	$(VENV)/bin/patchci demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest
+
+test: sysdeps-test $(STAMP) lint typecheck unit
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) demo-data test-artifacts .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,179 @@
+"""The check contract and the runner that keeps one bad check from hurting the others.
+
+A check declares its name, scope (patch or series), the tools it needs and a default
+timeout, and implements `run(ctx) -> Verdict`. It runs subprocesses only through
+`ctx.run(...)`, which charges them to the check's time budget. The runner turns a missing
+tool into SKIP, a crash or a hang into ERROR (ours, never the patch's), and writes the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from patchci import proc
+from patchci.errors import CommandTimeout, InfraError, ToolMissing
+from patchci.model import CheckResult, Outcome, Patch, Scope, Series, Tree
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a check says: outcome, the one-line description Patchwork shows, a full log."""
+
+    outcome: Outcome
+    description: str
+    log: str = ""
+    reproducer: str | None = None
+
+
+@dataclass
+class CheckContext:
+    """Everything a check may look at. The worktree is a scratch one with HEAD at `commit`
+    (the patch under test for patch scope, the last patch for series scope)."""
+
+    series: Series
+    tree: Tree
+    worktree: Path
+    base: str
+    commits: tuple[str, ...]
+    patch_index: int | None
+    options: Mapping[str, Any]
+    log_dir: Path
+    deadline: float = field(default_factory=lambda: time.monotonic() + 600)
+
+    @property
+    def patch(self) -> Patch | None:
+        if self.patch_index is None:
+            return None
+        return self.series.patches[self.patch_index]
+
+    @property
+    def commit(self) -> str:
+        if self.patch_index is None:
+            return self.commits[-1] if self.commits else self.base
+        return self.commits[self.patch_index]
+
+    @property
+    def parent(self) -> str:
+        """The commit before this patch (or before the series for series scope)."""
+        if self.patch_index is None or self.patch_index == 0:
+            return self.base
+        return self.commits[self.patch_index - 1]
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.001)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+        timeout: float | None = None,
+    ) -> proc.Completed:
+        budget = self.remaining() if timeout is None else min(timeout, self.remaining())
+        return proc.run(argv, cwd=cwd or self.worktree, env=env, input=input, timeout=budget)
+
+
+class Check:
+    """Base class for checks; subclasses set the class attributes and implement run()."""
+
+    name: ClassVar[str] = ""
+    scope: ClassVar[Scope] = Scope.PATCH
+    tools: ClassVar[tuple[str, ...]] = ()
+    default_timeout: ClassVar[float] = 300.0
+    needs_apply: ClassVar[bool] = True
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: Mapping[str, Any] | None = None, timeout: float | None = None):
+        self.options: dict[str, Any] = dict(options or {})
+        self.timeout = float(timeout if timeout is not None else self.default_timeout)
+
+    def missing_tools(self, ctx: CheckContext) -> list[str]:
+        """Tools not found, either on PATH or as a path relative to the worktree."""
+        out = []
+        for t in self.tools:
+            if "/" in t:
+                if not (ctx.worktree / t).exists():
+                    out.append(t)
+            elif shutil.which(t) is None:
+                out.append(t)
+        return out
+
+    def applies(self, ctx: CheckContext) -> str | None:
+        """Return a reason to skip this check for *ctx*, or None to run it."""
+        return None
+
+    def run(self, ctx: CheckContext) -> Verdict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def run_check(check: Check, ctx: CheckContext) -> CheckResult:
+    """Run *check* with its timeout; never raises for anything the check does."""
+    start = time.monotonic()
+    ctx.deadline = start + check.timeout
+    where = "series" if ctx.patch_index is None else f"patch {ctx.patch_index + 1}"
+    log_path = ctx.log_dir / (
+        f"{check.name}.log"
+        if ctx.patch_index is None
+        else f"{ctx.patch_index + 1}-{check.name}.log"
+    )
+    verdict: Verdict
+    try:
+        missing = check.missing_tools(ctx)
+        reason = None if missing else check.applies(ctx)
+        if missing:
+            verdict = Verdict(Outcome.SKIP, f"skipped: missing tool {', '.join(missing)}")
+        elif reason is not None:
+            verdict = Verdict(Outcome.SKIP, reason)
+        else:
+            verdict = check.run(ctx)
+    except CommandTimeout as e:
+        verdict = Verdict(
+            Outcome.ERROR,
+            f"check timed out after {check.timeout:g}s (infrastructure)",
+            f"{e}\n--- stdout ---\n{e.stdout}\n--- stderr ---\n{e.stderr}",
+        )
+    except ToolMissing as e:
+        verdict = Verdict(Outcome.SKIP, f"skipped: {e}")
+    except InfraError as e:
+        verdict = Verdict(Outcome.ERROR, f"infrastructure error: {e}", traceback.format_exc())
+    except Exception as e:  # a crashing check must not take the series down
+        log.exception("check %s crashed on series %s %s", check.name, ctx.series.key, where)
+        verdict = Verdict(
+            Outcome.ERROR, f"check crashed: {type(e).__name__}: {e}", traceback.format_exc()
+        )
+    duration = time.monotonic() - start
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(
+        f"check: {check.name}\nseries: {ctx.series.key}\nscope: {where}\n"
+        f"outcome: {verdict.outcome.value}\ndescription: {verdict.description}\n"
+        f"duration: {duration:.2f}s\n\n{verdict.log}",
+        encoding="utf-8",
+    )
+    log.info(
+        "series %s %s check %s: %s (%s)",
+        ctx.series.key,
+        where,
+        check.name,
+        verdict.outcome.value,
+        verdict.description,
+    )
+    return CheckResult(
+        check=check.name,
+        outcome=verdict.outcome,
+        description=verdict.description,
+        patch_index=ctx.patch_index,
+        log_path=str(log_path),
+        duration=duration,
+        reproducer=verdict.reproducer,
+    )

@@ -1,0 +1,60 @@
+"""Typed errors, split into "the patch's fault" and "ours".
+
+Anything derived from InfraError must never be reported to Patchwork as a patch failure.
+"""
+
+from __future__ import annotations
+
+
+class PatchciError(Exception):
+    """Base of every error patchci raises on purpose."""
+
+
+class PatchError(PatchciError):
+    """The patch is at fault: it does not apply, breaks the build, fails a test."""
+
+
+class InfraError(PatchciError):
+    """We are at fault: fetch failed, a tool is missing or hung, the VM did not boot."""
+
+
+class ConfigError(PatchciError):
+    """The configuration is wrong. The message is one readable line naming the key."""
+
+
+class ToolMissing(InfraError):
+    def __init__(self, tool: str, hint: str = "") -> None:
+        self.tool = tool
+        msg = f"required tool not found: {tool}"
+        super().__init__(f"{msg} ({hint})" if hint else msg)
+
+
+class CommandTimeout(InfraError):
+    def __init__(self, argv: list[str], timeout: float, stdout: str = "", stderr: str = "") -> None:
+        self.argv = argv
+        self.timeout = timeout
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(f"command timed out after {timeout:g}s: {' '.join(argv[:4])}")
+
+
+class CommandFailed(InfraError):
+    def __init__(self, argv: list[str], returncode: int, stdout: str, stderr: str) -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        tail = (stderr or stdout).strip().splitlines()[-1:] or [""]
+        super().__init__(f"command failed ({returncode}): {' '.join(argv[:4])}: {tail[0]}")
+
+
+class FetchError(InfraError):
+    """A remote (Patchwork, lore, git remote) could not be read."""
+
+
+class ApplyFailed(PatchError):
+    def __init__(self, patch_index: int, subject: str, output: str) -> None:
+        self.patch_index = patch_index
+        self.subject = subject
+        self.output = output
+        super().__init__(f"patch {patch_index + 1} does not apply: {subject}")

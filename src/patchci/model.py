@@ -1,0 +1,176 @@
+"""Frozen dataclasses and enums shared by every pipeline stage.
+
+Pure: no I/O, no adapters. Stages exchange these, never dicts.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Outcome(enum.Enum):
+    """The one status vocabulary of patchci.
+
+    ERROR means *our* infrastructure failed (fetch, VM boot, a check's tool crashed); it is
+    never the patch's fault. TIMEOUT and CRASH are the code under test misbehaving.
+    """
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+    XFAIL = "xfail"
+    CRASH = "crash"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    PENDING = "pending"
+
+    @property
+    def is_patch_failure(self) -> bool:
+        return self in (Outcome.FAIL, Outcome.CRASH, Outcome.TIMEOUT)
+
+
+# Worst first; written once (as kunit's TestCounts.get_status does).
+OUTCOME_PRIORITY: tuple[Outcome, ...] = (
+    Outcome.CRASH,
+    Outcome.FAIL,
+    Outcome.TIMEOUT,
+    Outcome.ERROR,
+    Outcome.WARN,
+    Outcome.PENDING,
+    Outcome.PASS,
+    Outcome.XFAIL,
+    Outcome.SKIP,
+)
+
+
+def worst(outcomes: Iterable[Outcome], default: Outcome = Outcome.SKIP) -> Outcome:
+    """The most severe outcome of *outcomes* by OUTCOME_PRIORITY, or *default* if empty."""
+    seen = set(outcomes)
+    for o in OUTCOME_PRIORITY:
+        if o in seen:
+            return o
+    return default
+
+
+class Scope(enum.Enum):
+    """What a check looks at: one patch (run once per patch) or the whole series."""
+
+    PATCH = "patch"
+    SERIES = "series"
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    email: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+@dataclass(frozen=True)
+class SubjectInfo:
+    """What the `[...]` prefixes of a mail subject say.
+
+    `tags` are the prefix tokens other than PATCH/RFC/vN/n/m (e.g. ("net-next",)).
+    """
+
+    title: str
+    prefixes: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    version: int = 1
+    number: int | None = None
+    total: int | None = None
+    is_rfc: bool = False
+    has_patch_prefix: bool = False
+
+    @property
+    def is_cover(self) -> bool:
+        return self.number == 0
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One mail of a series carrying a diff (or the cover letter when number == 0)."""
+
+    msgid: str
+    subject: str
+    author: Person
+    date: datetime | None
+    info: SubjectInfo
+    raw: bytes
+    in_reply_to: str | None = None
+    references: tuple[str, ...] = ()
+    recipients: tuple[Person, ...] = ()
+    has_diff: bool = False
+    files: tuple[str, ...] = ()
+    pw_id: int | None = None
+    web_url: str | None = None
+
+    @property
+    def number(self) -> int | None:
+        return self.info.number
+
+
+@dataclass(frozen=True)
+class Series:
+    """A series as the pipeline sees it, whatever its source.
+
+    `key` is stable per source (Patchwork series id, or the msgid of the thread root for
+    local mail) so that ingesting twice stores it once.
+    """
+
+    source: str
+    key: str
+    name: str
+    version: int
+    total: int
+    patches: tuple[Patch, ...]
+    cover: Patch | None = None
+    submitter: Person | None = None
+    date: datetime | None = None
+    complete: bool = True
+    pw_id: int | None = None
+    web_url: str | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        subj = [p.subject for p in self.patches]
+        if self.cover is not None:
+            subj.insert(0, self.cover.subject)
+        return tuple(subj)
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A git tree patches are routed to (from the configuration)."""
+
+    name: str
+    path: str
+    branch: str = "main"
+    tags: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    url: str | None = None
+
+    @property
+    def match_tags(self) -> tuple[str, ...]:
+        return self.tags or (self.name,)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict on one patch (patch_index set) or the whole series (None)."""
+
+    check: str
+    outcome: Outcome
+    description: str
+    patch_index: int | None = None
+    log_path: str | None = None
+    duration: float = 0.0
+    reproducer: str | None = None
+    details: tuple[tuple[str, str], ...] = field(default_factory=tuple)

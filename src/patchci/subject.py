@@ -1,0 +1,93 @@
+"""Tokenise mail subjects: `[PATCH net-next v2 3/7] foo: bar` → SubjectInfo.
+
+Pure. Follows what Patchwork does with prefixes (split on commas and blanks, every leading
+`[...]` group counts, `Re:`/`Fwd:` stripped) so that series grouping and naming agree with
+a real Patchwork server.
+"""
+
+from __future__ import annotations
+
+import re
+
+from patchci.model import SubjectInfo
+
+_REPLY_RE = re.compile(r"^\s*((re|fwd?|aw|sv)\s*:\s*)+", re.IGNORECASE)
+_GROUP_RE = re.compile(r"^\s*\[([^\[\]]*)\]")
+_VERSION_RE = re.compile(r"^[vV](\d+)$")
+_NUM_RE = re.compile(r"^(\d+)/(\d+)$")
+_PATCH_WORDS = frozenset({"patch", "resend", "patchv", "pull", "git"})
+
+
+def strip_reply(subject: str) -> tuple[str, bool]:
+    """Remove leading `Re:`/`Fwd:`; return the rest and whether anything was removed."""
+    m = _REPLY_RE.match(subject)
+    if not m:
+        return subject, False
+    return subject[m.end() :], True
+
+
+def normalise_space(s: str) -> str:
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def parse_subject(subject: str) -> SubjectInfo:
+    """Split a subject into its prefix tokens and title.
+
+    Never raises: a subject with no prefixes is a title with version 1 and no numbering.
+    """
+    s = normalise_space(subject)
+    s, _ = strip_reply(s)
+    prefixes: list[str] = []
+    while True:
+        m = _GROUP_RE.match(s)
+        if not m:
+            break
+        prefixes.extend(t for t in re.split(r"[,\s]+", m.group(1)) if t)
+        s = s[m.end() :]
+    title = s.strip()
+    version = 1
+    number: int | None = None
+    total: int | None = None
+    is_rfc = False
+    has_patch = False
+    tags: list[str] = []
+    for tok in prefixes:
+        low = tok.lower()
+        vm = _VERSION_RE.match(tok)
+        nm = _NUM_RE.match(tok)
+        if vm:
+            version = max(1, int(vm.group(1)))
+        elif nm:
+            number, total = int(nm.group(1)), int(nm.group(2))
+        elif low == "rfc":
+            is_rfc = True
+        elif low in _PATCH_WORDS:
+            has_patch = True
+        elif low.startswith("patch") and _VERSION_RE.match(low[5:]):
+            # "PATCHv2" written together
+            has_patch = True
+            version = max(1, int(low[6:]))
+        else:
+            tags.append(tok)
+    return SubjectInfo(
+        title=title,
+        prefixes=tuple(prefixes),
+        tags=tuple(tags),
+        version=version,
+        number=number,
+        total=total,
+        is_rfc=is_rfc,
+        has_patch_prefix=has_patch,
+    )
+
+
+def patchwork_name(subject: str) -> str:
+    """The name Patchwork gives a patch: prefixes other than PATCH kept, comma-joined.
+
+    `[PATCH net,v2,1/2] foo` → `[net,v2,1/2] foo`; `[PATCH] foo` → `foo`.
+    """
+    info = parse_subject(subject)
+    kept = [p for p in info.prefixes if p.lower() != "patch"]
+    if not kept:
+        return info.title
+    return f"[{','.join(kept)}] {info.title}".rstrip()
