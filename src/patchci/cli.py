@@ -1,0 +1,239 @@
+"""Command line: subcommand → handler. The only module that exits the process.
+
+Exit codes: 0 success, 1 the patch/tests failed, 2 infrastructure or usage error.
+Handlers import what they need lazily so that `--help` works without a configuration, a
+database or any optional tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from patchci import __version__
+from patchci.errors import ConfigError, InfraError, PatchciError
+
+if TYPE_CHECKING:
+    from patchci.config import Settings
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAIL, EXIT_INFRA = 0, 1, 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+DESCRIPTION = """\
+patchci: patch CI for projects that take patches by mail.
+
+Ingests series (Patchwork, mbox, maildir, git format-patch directories), routes each to its
+tree, applies it in a scratch worktree, runs checks and reports the results to Patchwork.
+"""
+
+EPILOG = """\
+examples:
+  patchci demo                               run the bundled demo end to end
+  patchci check series.mbox --tree ~/net     check local patches against a local tree
+  patchci -c netdev.toml ingest --once       one Patchwork poll: ingest, check, report
+  patchci -c netdev.toml ingest              the same as a daemon
+  patchci config check netdev.toml           validate a configuration file
+  patchci ktap parse results.tap             print a KTAP result tree
+"""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from patchci.config import load_settings
+
+    return load_settings(
+        args.config,
+        overrides={"data_dir": args.data_dir, "database_url": args.database_url},
+    )
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from patchci.config import load_settings
+
+    s = load_settings(args.file)
+    print(
+        f"{args.file}: ok — {len(s.sources)} source(s), {len(s.trees)} tree(s), "
+        f"database {s.db_url.split('://', 1)[0]}"
+    )
+    for t in s.trees:
+        print(f"  tree {t.name}: tags {', '.join(t.tags) or t.name}; checks {', '.join(t.checks)}")
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from patchci.db.migrate import current, upgrade
+
+    s = _settings(args)
+    s.data_path.mkdir(parents=True, exist_ok=True)
+    upgrade(s.db_url)
+    print(f"database at revision {current(s.db_url)}")
+    return EXIT_OK
+
+
+def cmd_ktap_parse(args: argparse.Namespace) -> int:
+    from patchci import ktap
+
+    argv = [args.file] + (["--json"] if args.json else [])
+    return ktap.cli(argv, sys.stdout)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from patchci.localcheck import run_local_check
+
+    return run_local_check(args)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from patchci.daemon import run_ingest
+
+    return run_ingest(_settings(args), once=args.once, source=args.source)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from patchci.daemon import run_process
+
+    return run_process(_settings(args))
+
+
+def cmd_series(args: argparse.Namespace) -> int:
+    from patchci.daemon import show_series
+
+    return show_series(_settings(args), args.id)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from patchci.demo import run_demo
+
+    return run_demo(Path(args.dir), fresh=not args.keep)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="patchci",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"patchci {__version__}")
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="deployment configuration (TOML); default: embedded defaults",
+    )
+    p.add_argument("--data-dir", metavar="DIR", help="override data_dir (env PATCHCI_DATA_DIR)")
+    p.add_argument(
+        "--database-url", metavar="URL", help="override database_url (env PATCHCI_DATABASE_URL)"
+    )
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run the whole pipeline on the bundled demo and show results")
+    d.add_argument("--dir", default="demo-data", help="where the demo writes (default: %(default)s)")
+    d.add_argument("--keep", action="store_true", help="reuse an existing demo directory")
+    d.set_defaults(func=cmd_demo)
+
+    i = sub.add_parser("ingest", help="poll sources, check new series, report (daemon by default)")
+    i.add_argument("--once", action="store_true", help="one poll of every source, then exit")
+    i.add_argument("--source", metavar="NAME", help="only this source")
+    i.set_defaults(func=cmd_ingest)
+
+    pr = sub.add_parser("process", help="check and report stored series that are not done yet")
+    pr.set_defaults(func=cmd_process)
+
+    c = sub.add_parser(
+        "check",
+        help="check local patches against a local tree and print a table",
+        description="Apply PATH (an mbox, maildir, patch file or directory of git format-patch "
+        "files) to TREE in a scratch worktree, run the checks and print a table. TREE itself "
+        "is never modified. Exit 1 when a check fails, 2 on infrastructure errors.",
+    )
+    c.add_argument("path", help="mbox / maildir / .patch file / directory of patches")
+    c.add_argument("--tree", required=True, help="local git tree to apply to")
+    c.add_argument("--base", default="HEAD", help="commit to apply on (default: %(default)s)")
+    c.add_argument("--name", help="tree name for routing/series_format (default: dir name)")
+    c.add_argument("--checks", help="comma-separated checks (default: the tree's, or the basic set)")
+    c.add_argument("--logs", metavar="DIR", help="keep check logs here (default: a temp dir)")
+    c.set_defaults(func=cmd_check)
+
+    sr = sub.add_parser("series", help="list stored series, or show one with its check results")
+    sr.add_argument("id", nargs="?", type=int, help="series id (omit to list)")
+    sr.set_defaults(func=cmd_series)
+
+    db = sub.add_parser("db", help="database maintenance")
+    dbs = db.add_subparsers(dest="db_command", metavar="ACTION")
+    up = dbs.add_parser("upgrade", help="create or migrate the database to the newest schema")
+    up.set_defaults(func=cmd_db_upgrade)
+
+    cf = sub.add_parser("config", help="configuration helpers")
+    cfs = cf.add_subparsers(dest="config_command", metavar="ACTION")
+    cc = cfs.add_parser("check", help="validate a configuration file; exit 2 with the bad key")
+    cc.add_argument("file")
+    cc.set_defaults(func=cmd_config_check)
+
+    k = sub.add_parser("ktap", help="KTAP/TAP tools")
+    ks = k.add_subparsers(dest="ktap_command", metavar="ACTION")
+    kp = ks.add_parser(
+        "parse",
+        help="parse KTAP output and print the result tree",
+        description="Exit 0 when everything passed/skipped, 1 on failures or crashes, 2 when "
+        "the input holds no KTAP at all.",
+    )
+    kp.add_argument("file", help="a file, or - for standard input")
+    kp.add_argument("--json", action="store_true", help="print JSON instead of a tree")
+    kp.set_defaults(func=cmd_ktap_parse)
+    return p
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Handler | None = getattr(args, "func", None)
+    if func is None:
+        # `patchci`, `patchci db`, `patchci config`...: show the relevant help.
+        target = parser
+        for action in parser._subparsers._group_actions if parser._subparsers else []:
+            if isinstance(action, argparse._SubParsersAction) and args.command:
+                target = action.choices[args.command]
+        target.print_help()
+        return EXIT_INFRA
+    _setup_logging(args.verbose)
+    try:
+        return func(args)
+    except ConfigError as e:
+        print(f"patchci: configuration error: {e}", file=sys.stderr)
+        return EXIT_INFRA
+    except InfraError as e:
+        print(f"patchci: infrastructure error: {e}", file=sys.stderr)
+        return EXIT_INFRA
+    except PatchciError as e:
+        print(f"patchci: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        print("patchci: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

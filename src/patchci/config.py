@@ -1,0 +1,260 @@
+"""One typed Settings object for a deployment, built from TOML < environment < flags.
+
+Validated at start-up: a mistake is one readable line naming the key and what was expected
+(ConfigError), which the CLI turns into exit code 2. Secrets never live in the file: a
+Patchwork source names the environment variable that holds its token.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from patchci.errors import ConfigError
+from patchci.model import Tree
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+DEFAULT_CHECKS = ("signed_off_by", "fixes_tag", "series_format")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PatchworkSource(_Model):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    type: Literal["patchwork"]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    project: str
+    token_env: str = "PATCHWORK_TOKEN"
+    api_version: Literal["1.1", "1.2", "1.3"] = "1.3"
+    poll_interval: Annotated[float, Field(gt=0)] = 120.0
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    retries: Annotated[int, Field(ge=0, le=20)] = 5
+    per_page: Annotated[int, Field(ge=1, le=250)] = 100
+    # A series that has not completed after this long is recorded as incomplete.
+    incomplete_after: Annotated[float, Field(gt=0)] = 86400.0
+
+    def token(self) -> str | None:
+        return os.environ.get(self.token_env) or None
+
+
+class MailSource(_Model):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    type: Literal["mbox", "maildir", "patches"]
+    path: str
+
+
+Source = Annotated[PatchworkSource | MailSource, Field(discriminator="type")]
+
+
+class TreeConfig(_Model):
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    path: str | None = None
+    url: str | None = None
+    branch: str = "main"
+    tags: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    checks: tuple[str, ...] = DEFAULT_CHECKS
+
+    @model_validator(mode="after")
+    def _need_location(self) -> TreeConfig:
+        if not self.path and not self.url:
+            raise ValueError("needs 'path' (a local git tree) or 'url' (cloned into data_dir)")
+        return self
+
+
+class CheckConfig(_Model):
+    kind: str | None = None
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PatchworkReport(_Model):
+    enabled: bool = True
+    context_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]*$")] = ""
+    # Where check logs are published; the target_url of a check is <log_url>/<relative log path>.
+    log_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+
+
+class ReportConfig(_Model):
+    patchwork: PatchworkReport = PatchworkReport()
+
+
+class Settings(_Model):
+    data_dir: str = "~/.local/share/patchci"
+    database_url: str | None = None
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    sources: tuple[Source, ...] = ()
+    trees: tuple[TreeConfig, ...] = ()
+    checks: dict[str, CheckConfig] = Field(default_factory=dict)
+    report: ReportConfig = ReportConfig()
+
+    @field_validator("trees")
+    @classmethod
+    def _unique_trees(cls, v: tuple[TreeConfig, ...]) -> tuple[TreeConfig, ...]:
+        _unique([t.name for t in v], "trees")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, v: tuple[Source, ...]) -> tuple[Source, ...]:
+        _unique([s.name for s in v], "sources")
+        return v
+
+    @model_validator(mode="after")
+    def _known_checks(self) -> Settings:
+        from patchci.checks.registry import BUILTIN, STAGE_CHECKS
+
+        for name, cc in self.checks.items():
+            kind = cc.kind or name
+            if kind not in BUILTIN:
+                raise ValueError(f"checks.{name}: unknown kind {kind!r}")
+        for t in self.trees:
+            for c in t.checks:
+                if c in STAGE_CHECKS:
+                    continue
+                if c not in self.checks and c not in BUILTIN:
+                    raise ValueError(
+                        f"trees.{t.name}.checks: {c!r} is neither a built-in check nor "
+                        f"defined under [checks.{c}]"
+                    )
+        return self
+
+    # --- derived values ---
+    @property
+    def data_path(self) -> Path:
+        return Path(os.path.expanduser(self.data_dir)).resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'patchci.db'}"
+
+    def tree_path(self, tree: TreeConfig) -> Path:
+        if tree.path:
+            return Path(os.path.expanduser(tree.path)).resolve()
+        return self.data_path / "trees" / tree.name
+
+    def model_trees(self) -> tuple[Tree, ...]:
+        return tuple(
+            Tree(
+                name=t.name,
+                path=str(self.tree_path(t)),
+                branch=t.branch,
+                tags=t.tags,
+                paths=t.paths,
+                url=t.url,
+            )
+            for t in self.trees
+        )
+
+    def tree(self, name: str) -> TreeConfig:
+        for t in self.trees:
+            if t.name == name:
+                return t
+        raise ConfigError(f"trees: no tree named {name!r}")
+
+    def check_spec(self, name: str) -> tuple[str, dict[str, Any], float | None]:
+        """(kind, options, timeout) for check *name* as configured."""
+        cc = self.checks.get(name)
+        if cc is None:
+            return name, {}, None
+        return cc.kind or name, dict(cc.options), cc.timeout
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{what}: name {n!r} is used twice")
+        seen.add(n)
+
+
+ENV_OVERRIDES = {"PATCHCI_DATA_DIR": "data_dir", "PATCHCI_DATABASE_URL": "database_url"}
+
+
+def _format_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (typo?)"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    inp = err.get("input")
+    shown = f" (got {inp!r})" if isinstance(inp, str | int | float | bool) else ""
+    more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
+    return f"{loc or 'config'}: {msg}{shown}{more}"
+
+
+def build_settings(
+    data: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    origin: str = "config",
+) -> Settings:
+    """defaults < *data* (the file) < environment < *overrides* (flags)."""
+    merged = dict(data)
+    for var, key in ENV_OVERRIDES.items():
+        val = (os.environ if env is None else env).get(var)
+        if val:
+            merged[key] = val
+    for key, val in (overrides or {}).items():
+        if val is not None:
+            merged[key] = val
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(f"{origin}: {_format_error(e)}") from e
+
+
+def load_settings(
+    path: str | Path | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read and validate a TOML file; None means embedded defaults only."""
+    if path is None:
+        return build_settings({}, env=env, overrides=overrides, origin="defaults")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{p}: no such configuration file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    return build_settings(
+        _resolve_relative(data, p.parent.resolve()), env=env, overrides=overrides, origin=str(p)
+    )
+
+
+def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in a file are relative to the file, not to the current directory."""
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, str) and v and not v.startswith(("/", "~")):
+            return str(base / v)
+        return v
+
+    out = dict(data)
+    if "data_dir" in out:
+        out["data_dir"] = fix(out["data_dir"])
+    for key in ("sources", "trees"):
+        items = out.get(key)
+        if isinstance(items, list):
+            out[key] = [
+                {**it, "path": fix(it["path"])} if isinstance(it, dict) and "path" in it else it
+                for it in items
+            ]
+    return out
