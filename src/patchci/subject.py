@@ -14,7 +14,9 @@ from patchci.model import SubjectInfo
 _REPLY_RE = re.compile(r"^\s*((re|fwd?|aw|sv)\s*:\s*)+", re.IGNORECASE)
 _GROUP_RE = re.compile(r"^\s*\[([^\[\]]*)\]")
 _VERSION_RE = re.compile(r"^[vV](\d+)$")
-_NUM_RE = re.compile(r"^(\d+)/(\d+)$")
+# Patchwork also accepts "PATCH1/8" written together.
+_NUM_RE = re.compile(r"^(?:patch)?(\d+)/(\d+)$", re.IGNORECASE)
+_TITLE_VERSION_RE = re.compile(r"\([vV](\d+)\)")
 _PATCH_WORDS = frozenset({"patch", "resend", "patchv", "pull", "git"})
 
 
@@ -45,7 +47,7 @@ def parse_subject(subject: str) -> SubjectInfo:
         prefixes.extend(t for t in re.split(r"[,\s]+", m.group(1)) if t)
         s = s[m.end() :]
     title = s.strip()
-    version = 1
+    version = 0
     number: int | None = None
     total: int | None = None
     is_rfc = False
@@ -56,7 +58,7 @@ def parse_subject(subject: str) -> SubjectInfo:
         vm = _VERSION_RE.match(tok)
         nm = _NUM_RE.match(tok)
         if vm:
-            version = max(1, int(vm.group(1)))
+            version = version or max(1, int(vm.group(1)))
         elif nm:
             number, total = int(nm.group(1)), int(nm.group(2))
         elif low == "rfc":
@@ -66,9 +68,13 @@ def parse_subject(subject: str) -> SubjectInfo:
         elif low.startswith("patch") and _VERSION_RE.match(low[5:]):
             # "PATCHv2" written together
             has_patch = True
-            version = max(1, int(low[6:]))
+            version = version or max(1, int(low[6:]))
         else:
             tags.append(tok)
+    if not version:
+        # Patchwork's parse_version(): no vN prefix, then "(vN)" in the title, else 1.
+        tm = _TITLE_VERSION_RE.search(title)
+        version = max(1, int(tm.group(1))) if tm else 1
     return SubjectInfo(
         title=title,
         prefixes=tuple(prefixes),
