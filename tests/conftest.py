@@ -38,3 +38,9 @@ def isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+# Shared database fixtures (a real PostgreSQL started once per session).
+from tests.pg import db_url as db_url  # noqa: E402,F401
+from tests.pg import pg_server as pg_server  # noqa: E402,F401
+from tests.pg import pg_url as pg_url  # noqa: E402,F401

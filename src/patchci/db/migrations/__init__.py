@@ -1,0 +1,1 @@
+"""Alembic migration scripts for the patchci database (run through patchci.db.migrate)."""

@@ -1,0 +1,217 @@
+"""The database schema (SQLAlchemy Core tables).
+
+Every change here needs a new migration under migrations/versions; a test compares the
+migrated schema with this metadata on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+# Deterministic constraint names, so later migrations can refer to them on both backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """*value* as an aware UTC datetime; naive values are taken to be UTC already."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC.
+
+    SQLite keeps no zone, so values are stored as naive UTC there; PostgreSQL uses
+    `timestamptz` and may answer in the session's zone, which we convert back.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        v = as_utc(value)
+        if v is not None and dialect.name == "sqlite":
+            return v.replace(tzinfo=None)
+        return v
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return as_utc(value)
+
+
+source_cursors = Table(
+    "source_cursors",
+    metadata,
+    Column("source", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("complete", Boolean, nullable=False),
+    Column("submitter_name", Text, nullable=True),
+    Column("submitter_email", Text, nullable=True),
+    Column("date", UTCDateTime, nullable=True),
+    Column("pw_id", BigInteger, nullable=True),
+    Column("web_url", Text, nullable=True),
+    # JSON list of strings: what the source noticed was wrong with the series.
+    Column("problems", Text, nullable=False),
+    Column("tree", Text, nullable=True),
+    Column("state", Text, nullable=False),
+    Column("state_reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source", "key"),
+    Index(None, "state"),
+)
+
+source_events = Table(
+    "source_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("event_date", Text, nullable=False),
+    Column(
+        "series_id",
+        Integer,
+        ForeignKey("series.id", ondelete="SET NULL"),
+        nullable=True,
+        index=True,
+    ),
+    Column("seen_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source", "event_id"),
+)
+
+patches = Table(
+    "patches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("series_id", Integer, ForeignKey("series.id", ondelete="CASCADE"), nullable=False),
+    # 0-based position in Series.patches; the cover letter has is_cover and idx 0.
+    Column("idx", Integer, nullable=False),
+    Column("is_cover", Boolean, nullable=False),
+    Column("msgid", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("author_name", Text, nullable=False),
+    Column("author_email", Text, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("pw_id", BigInteger, nullable=True),
+    Column("web_url", Text, nullable=True),
+    Column("raw", LargeBinary, nullable=False),
+    Column("date", UTCDateTime, nullable=True),
+    # Header facts kept so load_series rebuilds the model without re-parsing the mail.
+    Column("in_reply_to", Text, nullable=True),
+    Column("refs", Text, nullable=False),  # space-joined msgids
+    Column("recipients", Text, nullable=False),  # JSON [[name, email], ...]
+    Column("has_diff", Boolean, nullable=False),
+    Column("files", Text, nullable=False),  # JSON list of paths
+    UniqueConstraint("series_id", "msgid"),
+    Index(None, "pw_id"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "series_id",
+        Integer,
+        ForeignKey("series.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("kind", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("worker", Text, nullable=False),
+    Index(None, "status"),
+)
+
+check_results = Table(
+    "check_results",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("series_id", Integer, ForeignKey("series.id", ondelete="CASCADE"), nullable=False),
+    Column("patch_idx", Integer, nullable=True),  # NULL: the result is about the whole series
+    Column("check_name", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("log_path", Text, nullable=True),
+    Column("duration", Float, nullable=False),
+    Column("reproducer", Text, nullable=True),
+    Column("details", Text, nullable=False),  # JSON [[key, value], ...]
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "series_id", "check_name"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("target", Text, nullable=False),  # "patchwork:<url>", "email:<addr>", ...
+    Column(
+        "series_id",
+        Integer,
+        ForeignKey("series.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("patch_pw_id", BigInteger, nullable=True),
+    Column("context", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("remote_id", Text, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "target", "patch_pw_id", "context"),
+)
