@@ -1,0 +1,76 @@
+"""series_format: the shape of the series (NIPA merged cover_letter, patch_count and
+subject_prefix into this one check).
+
+- 3 or more patches without a cover letter: warn;
+- more than `max_patches` (default 15) patches: fail;
+- no tree named in the subject (`require_tree_tag`, default true): warn. When the pipeline
+  passes its routing decision as the option `route` (a routing.Route), a guessed route is
+  what counts; otherwise the subject tags are matched against the tree's tags;
+- numbering that does not match the series (`[PATCH 2/5]` in a 3-patch series): warn.
+"""
+
+from __future__ import annotations
+
+from patchci.checks.base import Check, CheckContext, Verdict
+from patchci.model import Outcome, Scope, Series, Tree, worst
+from patchci.routing import Route, route_by_tags
+
+DEFAULT_MAX_PATCHES = 15
+COVER_LETTER_FROM = 3
+
+
+def _tree_tag_problem(series: Series, tree: Tree, route: object) -> str | None:
+    if isinstance(route, Route):
+        if route.guessed or route.tree is None:
+            return f"Target tree name not specified in the subject ({route.reason})"
+        return None
+    routed = route_by_tags(series, [tree])
+    if routed is None or routed.tree != tree.name:
+        tags = ", ".join(tree.match_tags)
+        return f"Target tree name not specified in the subject (expected one of: {tags})"
+    return None
+
+
+def _numbering_problem(series: Series) -> str | None:
+    n = len(series.patches)
+    if n < 2:
+        return None
+    numbers = [p.info.number for p in series.patches]
+    totals = {p.info.total for p in series.patches}
+    if numbers != list(range(1, n + 1)) or totals != {n}:
+        shown = ", ".join("?" if x is None else str(x) for x in numbers)
+        return f"Patch numbering does not match a {n}-patch series (numbers: {shown})"
+    return None
+
+
+class SeriesFormat(Check):
+    name = "series_format"
+    scope = Scope.SERIES
+    needs_apply = False
+    default_timeout = 10.0
+    description = "Cover letter, series length, tree tag in the subject"
+
+    def run(self, ctx: CheckContext) -> Verdict:
+        series = ctx.series
+        n = len(series.patches)
+        max_patches = int(self.options.get("max_patches", DEFAULT_MAX_PATCHES))
+        found: list[tuple[Outcome, str]] = []
+        if n > max_patches:
+            found.append((Outcome.FAIL, f"Series longer than {max_patches} patches ({n})"))
+        if n >= COVER_LETTER_FROM and series.cover is None:
+            found.append((Outcome.WARN, f"Series has {n} patches but no cover letter"))
+        if self.options.get("require_tree_tag", True):
+            problem = _tree_tag_problem(series, ctx.tree, self.options.get("route"))
+            if problem:
+                found.append((Outcome.WARN, problem))
+        numbering = _numbering_problem(series)
+        if numbering:
+            found.append((Outcome.WARN, numbering))
+        log = "".join(f"{o.value}: {msg}\n" for o, msg in found)
+        if not found:
+            desc = f"Posting correctly formatted ({n} patch{'es' if n != 1 else ''})"
+            return Verdict(Outcome.PASS, desc, "subjects:\n  " + "\n  ".join(series.subjects))
+        outcome = worst(o for o, _ in found)
+        # the most severe problem first: it is what Patchwork shows
+        found.sort(key=lambda f: 0 if f[0] is outcome else 1)
+        return Verdict(outcome, "; ".join(msg for _, msg in found), log)
