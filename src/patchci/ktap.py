@@ -1,0 +1,659 @@
+"""Pure, streaming KTAP / TAP parser (KTAP v1, TAP 13/14, kselftest runner output).
+
+Feed lines one at a time (``KtapParser.feed``) or hand over a whole log; ``finish()`` returns a
+frozen ``Parsed`` tree. Never raises on bad input: malformed or missing lines become errors
+recorded on the node they concern (kunit_parser's ``add_error``) and CRASH outcomes.
+
+Structure comes from three cues, combined:
+
+* indentation (spaces/tabs, as KTAP v1 and kunit's TAP 14 print it);
+* kselftest's ``# `` prefixing: ``# TAP version 13`` one ``# `` deeper than the open block opens
+  a nested block, and ``# `` prefixes are then peeled off level by level;
+* grammar, where the indentation does not tell (unindented nesting is closed by a fulfilled
+  plan or a result line naming the ``# Subtest:`` header, as kunit_tool does).
+
+Semantics (chosen, kept in one place):
+
+* the directive decides, not ok/not ok: SKIP→SKIP, XFAIL→XFAIL, TODO→XFAIL (a known,
+  tolerated failure), TIMEOUT→TIMEOUT, ERROR→ERROR; XPASS and unknown words fall back to
+  ok→PASS / not ok→FAIL, as ktap.rst says;
+* a parent is the worst of its children and of its own result (a parent's plain ``ok`` does not
+  hide all-skipped children: they make it SKIP); CRASH dominates (``model.worst``);
+* a planned subtest that never reported, or a block whose result line never came, is CRASH
+  (TIMEOUT when the block's own result says TIMEOUT); after ``Bail out!`` missing tests are not
+  synthesised and the block counts as FAIL;
+* ``1..0`` or a header with no results at all is SKIP (with an error noted), no KTAP at all is
+  ERROR (``exit_code`` 2).
+
+Diagnostics and other text go to the log of the test they precede (kunit's rule); text after a
+block's last result stays with the block. Log lines are kept relative to their block's level
+(console timestamps, the block's indentation and its kselftest ``# `` prefixes removed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from patchci.model import Outcome, worst
+
+log = logging.getLogger(__name__)
+
+# Deeper nesting is treated as text: keeps to_dict()/json and dataclass equality (recursive)
+# far from Python's recursion limit on hostile input.
+MAX_DEPTH = 100
+# Cap on synthesised "missing" nodes per block, against absurd plans like 1..999999999.
+MAX_MISSING = 1000
+
+_TIMESTAMP = re.compile(r"\[\s*\d+\.\d+\](?:\[\s*[A-Za-z]*\d+\])* ?")
+_VERSION_ANY = re.compile(r"\b(K?TAP) version (\d{1,9})$")
+_VERSION = re.compile(r"(K?TAP) version (\d{1,9})")
+_PLAN = re.compile(r"1\.\.(\d{1,18})(?:\s*#\s*(.*))?")
+_RESULT = re.compile(r"(not ok|ok)(?:\s+(\d{1,18}))?(?:\s+(.*))?")
+_COMMENT = re.compile(r"\s#(?:\s|$)")
+_SUBTEST = re.compile(r"#\s*Subtest:\s*(.*)")
+_BAIL = re.compile(r"Bail out!\s*(.*)")
+_TOTALS = re.compile(r"#\s*Totals:\s*(.*)")
+_TOTALS_ITEM = re.compile(r"(\w+):(\d{1,18})")
+_RUNNER_NAME = re.compile(r"#\s*(selftests:\s*\S+:\s*\S.*)")
+_TIME = re.compile(r"\btime=(\d{1,18}(?:\.\d{1,9})?)\s*(ms|us|s)?\b")
+# kunit_tool stops reading here: what follows is the kernel going down, not test output.
+_END = re.compile(
+    r"\s*(?:List of all partitions:|Kernel panic - not syncing: VFS:|reboot: System halted)"
+)
+
+_SUPPORTED = {("KTAP", 1), ("TAP", 13), ("TAP", 14)}
+_DIRECTIVES: dict[str, Outcome | None] = {
+    "SKIP": Outcome.SKIP,
+    "TODO": Outcome.XFAIL,
+    "XFAIL": Outcome.XFAIL,
+    "TIMEOUT": Outcome.TIMEOUT,
+    "ERROR": Outcome.ERROR,
+    "XPASS": None,  # kselftest's "unexpected pass": unknown to KTAP, falls back to ok/not ok
+}
+_CASELESS = {"SKIP", "TODO"}  # TAP makes these two case-insensitive
+_OK_OUTCOMES = (Outcome.PASS, Outcome.SKIP, Outcome.XFAIL)
+
+Ind = tuple[int, int]  # (kselftest "# " level, whitespace width): compared lexicographically
+
+
+@dataclass(frozen=True)
+class TestNode:
+    """One test (leaf) or one block of subtests, as reported, with inferred outcome."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    number: int | None
+    outcome: Outcome
+    directive: str | None = None
+    reason: str = ""
+    duration: float | None = None
+    children: tuple[TestNode, ...] = ()
+    log: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def walk(self) -> Iterator[tuple[tuple[str, ...], TestNode]]:
+        """Descendants in pre-order, each with its path of names (self excluded)."""
+        stack: list[tuple[tuple[str, ...], TestNode]]
+        stack = [((c.name,), c) for c in reversed(self.children)]
+        while stack:
+            path, node = stack.pop()
+            yield path, node
+            stack.extend(((*path, c.name), c) for c in reversed(node.children))
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A whole parse: synthetic root holding the top-level tests, plus run-level facts."""
+
+    root: TestNode
+    version: str | None
+    errors: tuple[str, ...]
+    totals: dict[str, int] | None
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class _Result:
+    ok: bool
+    number: int | None
+    name: str
+    directive: str | None
+    reason: str
+    duration: float | None
+    outcome: Outcome
+
+
+@dataclass
+class _Frame:
+    """An open block of subtests while parsing."""
+
+    hdr: Ind
+    kid: Ind | None = None  # indentation of its children's result lines, once seen
+    name: str = ""
+    version: str | None = None
+    plan: int | None = None
+    plan_reason: str = ""
+    children: list[TestNode] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # diagnostics awaiting their result
+    errors: list[str] = field(default_factory=list)
+    next_num: int = 1
+    seg_start: int = 0  # root only: first child of the current concatenated TAP stream
+    bailed: str | None = None
+    runner_name: str = ""  # last "# selftests: dir: prog" seen: names a child that crashes
+    inherited: str = ""  # the parent's runner_name when this block opened: its own name
+
+    @property
+    def eff(self) -> Ind:
+        return self.kid if self.kid is not None else self.hdr
+
+    @property
+    def count(self) -> int:
+        return len(self.children) - self.seg_start
+
+
+def _parse_duration(text: str) -> float | None:
+    m = _TIME.search(text)
+    if m is None:
+        return None
+    scale = {"ms": 1e-3, "us": 1e-6}.get(m.group(2) or "s", 1.0)
+    return float(m.group(1)) * scale
+
+
+def _parse_result(body: str) -> _Result | None:
+    m = _RESULT.fullmatch(body)
+    if m is None:
+        return None
+    ok = m.group(1) == "ok"
+    rest = " " + (m.group(3) or "")
+    cm = _COMMENT.search(rest)
+    name, comment = (rest[: cm.start()], rest[cm.end() :]) if cm else (rest, "")
+    name = name.strip()
+    if name == "-" or name.startswith("- "):
+        name = name[1:].strip()
+    comment = comment.strip()
+    word, _, tail = comment.partition(" ")
+    key = word.upper() if word.upper() in _CASELESS else word
+    directive = key if key in _DIRECTIVES else None
+    reason = tail if directive else comment
+    duration = _parse_duration(reason)
+    if duration is not None:
+        reason = _TIME.sub("", reason)
+    outcome = _DIRECTIVES.get(directive or "") or (Outcome.PASS if ok else Outcome.FAIL)
+    number = int(m.group(2)) if m.group(2) else None
+    return _Result(ok, number, name, directive, " ".join(reason.split()), duration, outcome)
+
+
+def _combine(own: Outcome | None, kids: list[TestNode], bailed: bool) -> Outcome:
+    """A block's outcome: worst of its children and its own result (kunit's bubbling-up)."""
+    parts = [k.outcome for k in kids]
+    if own is None:
+        parts.append(Outcome.CRASH)  # its result line never came
+    elif own is not Outcome.PASS or not kids:
+        parts.append(own)  # a plain "ok" parent takes its children's verdict
+    if bailed:
+        parts.append(Outcome.FAIL)
+    return worst(parts, default=Outcome.SKIP)
+
+
+def _sum_durations(kids: Iterable[TestNode]) -> float | None:
+    times = [k.duration for k in kids if k.duration is not None]
+    return sum(times) if times else None
+
+
+class KtapParser:
+    """Streaming parser: ``feed(line)`` repeatedly, then ``finish()``."""
+
+    def __init__(self) -> None:
+        self._stack: list[_Frame] = [_Frame(hdr=(0, 0))]
+        self._started = False
+        self._ended = False
+        self._prefix = ""
+        self._version: str | None = None
+        self._totals: dict[int, dict[str, int]] = {}
+        self._lineno = 0
+        self._result: Parsed | None = None
+        self._at_end = False
+
+    # -- input ------------------------------------------------------------------------------
+
+    def feed(self, line: str) -> None:
+        """Consume one line (with or without its newline)."""
+        self._lineno += 1
+        if self._ended or self._result is not None:
+            return
+        try:
+            self._feed(line)
+        except Exception as e:  # a parser bug must not lose a test run's verdict
+            log.exception("ktap: internal error on line %d", self._lineno)
+            self._stack[-1].errors.append(f"line {self._lineno}: internal parser error: {e!r}")
+
+    def _feed(self, line: str) -> None:
+        text = line.rstrip()
+        m = _TIMESTAMP.match(text)
+        if m is not None:
+            text = text[m.end() :]
+        if self._prefix and text.startswith(self._prefix):
+            text = text[len(self._prefix) :]
+        if not self._started:
+            self._before_start(text)
+        elif _END.match(text):
+            self._ended = True
+        else:
+            self._dispatch(text)
+
+    def _before_start(self, text: str) -> None:
+        m = _VERSION_ANY.search(text)
+        if m is None:
+            if _PLAN.fullmatch(text):  # TAP 12: no version line, a plan starts it
+                self._started = True
+                self._dispatch(text)
+            else:
+                self._stack[0].log.append(text)
+            return
+        self._started = True
+        residual = text[: m.start()]
+        if residual.strip(" \t#"):
+            # A console prefix (syslog tag, "<6>"…): strip it from later lines, as kunit does.
+            self._prefix = residual
+            text = text[len(residual) :]
+        elif "#" in residual:
+            self._dispatch(text)  # "# TAP version": a kselftest block without the runner's header
+            return
+        root = self._stack[0]
+        root.hdr = (0, len(residual))
+        root.version = self._version = f"{m.group(1)} version {m.group(2)}"
+        self._check_version(m.group(1), int(m.group(2)), root)
+
+    def _measure(self, text: str) -> tuple[Ind, str, str]:
+        """Split a line into its indentation, its body and its text at that level."""
+        depth = self._stack[-1].hdr[0]
+        k = pos = 0
+        while k < depth and (text.startswith("# ", pos) or text[pos:] == "#"):
+            pos += 2
+            k += 1
+        rest = text[pos:]
+        if rest.startswith("# ") and _VERSION.fullmatch(rest[2:]):
+            return (k + 1, 0), rest[2:], rest[2:]  # kselftest nesting: one level deeper
+        body = rest.lstrip()
+        return (k, len(rest) - len(body)), body, rest
+
+    def _dispatch(self, text: str) -> None:
+        ind, body, rest = self._measure(text)
+        if m := _VERSION.fullmatch(body):
+            self._on_version(ind, m.group(1), int(m.group(2)))
+        elif m := _SUBTEST.fullmatch(body):
+            self._on_header(ind, "subtest", m.group(1).strip())
+        elif m := _PLAN.fullmatch(body):
+            self._on_plan(ind, int(m.group(1)), (m.group(2) or "").strip())
+        elif r := _parse_result(body):
+            self._on_result(ind, r)
+        else:
+            self._on_diag(ind, body, rest)
+
+    # -- headers ----------------------------------------------------------------------------
+
+    def _check_version(self, kind: str, num: int, frame: _Frame) -> None:
+        if (kind, num) not in _SUPPORTED:
+            frame.errors.append(f"line {self._lineno}: unsupported version {kind} version {num}")
+
+    def _on_version(self, ind: Ind, kind: str, num: int) -> None:
+        version = f"{kind} version {num}"
+        if self._version is None:
+            self._version = version
+        frame = self._on_header(ind, "version", version)
+        if frame is not None:
+            self._check_version(kind, num, frame)
+
+    def _on_plan(self, ind: Ind, n: int, comment: str) -> None:
+        frame = self._on_header(ind, "plan", str(n))
+        if frame is not None and n == 0:
+            frame.plan_reason = (
+                comment.partition(" ")[2] if comment.upper().startswith("SKIP") else comment
+            )
+
+    def _on_header(self, ind: Ind, kind: str, value: str) -> _Frame | None:
+        """Attach a version/subtest/plan line to the open block, or open a new block."""
+        self._close_above(ind)
+        top = self._stack[-1]
+        is_root = len(self._stack) == 1
+        if ind > top.eff:
+            frame = self._open(ind)
+        elif self._attachable(top, kind, is_root):
+            frame = top
+            frame.log.extend(frame.pending)
+            frame.pending.clear()
+        elif is_root and kind != "subtest" and (top.plan is None or top.count >= top.plan):
+            frame = self._new_segment(top)  # another TAP stream appended (one per make target)
+        elif kind == "plan":
+            top.errors.append(f"line {self._lineno}: unexpected plan line 1..{value}")
+            return None
+        else:
+            frame = self._open(ind)  # unindented nesting
+        if frame is None:
+            return None
+        if kind == "version":
+            frame.version = value
+        elif kind == "subtest":
+            frame.name = value
+        else:
+            frame.plan = int(value)
+        return frame
+
+    @staticmethod
+    def _attachable(top: _Frame, kind: str, is_root: bool) -> bool:
+        if kind == "plan":
+            return top.plan is None
+        if top.children:
+            return False
+        if kind == "version":
+            return top.version is None and top.plan is None
+        return not is_root and not top.name
+
+    def _new_segment(self, root: _Frame) -> _Frame:
+        self._fill_missing(root, Outcome.CRASH)
+        root.plan = None
+        root.seg_start = len(root.children)
+        root.next_num = 1
+        return root
+
+    def _open(self, ind: Ind) -> _Frame | None:
+        parent = self._stack[-1]
+        if len(self._stack) >= MAX_DEPTH:
+            parent.errors.append(f"line {self._lineno}: nesting deeper than {MAX_DEPTH}")
+            return None
+        frame = _Frame(hdr=ind, log=parent.pending, inherited=parent.runner_name)
+        parent.pending = []
+        parent.runner_name = ""
+        self._stack.append(frame)
+        return frame
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _on_result(self, ind: Ind, r: _Result) -> None:
+        top = self._stack[-1]
+        if len(self._stack) > 1 and ind < top.eff:
+            # Shallower than the open block's children: the result of that block (or of an
+            # ancestor, the blocks in between having lost their result lines).
+            while len(self._stack) > 2 and ind < self._stack[-2].eff:
+                self._close(None)
+            self._close(r, ind)
+            return
+        if self._closes_unindented(top, ind, r):
+            self._close(r, ind)
+            return
+        if top.kid is None and ind >= top.hdr:
+            top.kid = ind
+        elif ind > top.eff:
+            frame = self._open(ind)  # an indentation-only subtest (TAP 14 allows it)
+            if frame is not None:
+                frame.kid = ind
+                top = frame
+        self._add_leaf(top, r)
+
+    def _closes_unindented(self, top: _Frame, ind: Ind, r: _Result) -> bool:
+        """Unindented nesting: does this result end the block rather than belong to it?"""
+        if len(self._stack) < 2 or ind != self._stack[-2].eff:
+            return False
+        if top.name and r.name == top.name:
+            return True
+        return top.plan is not None and top.count >= top.plan
+
+    def _add_leaf(self, frame: _Frame, r: _Result) -> None:
+        number = self._take_number(frame, r.number)
+        name = r.name or frame.runner_name
+        frame.runner_name = ""
+        node = TestNode(
+            name, number, r.outcome, r.directive, r.reason, r.duration, (), tuple(frame.pending)
+        )
+        frame.pending = []
+        frame.children.append(node)
+
+    def _take_number(self, frame: _Frame, number: int | None) -> int:
+        if number is None:
+            number = frame.next_num
+        elif number != frame.next_num:
+            frame.errors.append(
+                f"line {self._lineno}: expected test number {frame.next_num} but found {number}"
+            )
+        frame.next_num = number + 1
+        return number
+
+    def _close_above(self, ind: Ind) -> None:
+        """A header shallower than open blocks: those blocks lost their result lines."""
+        while len(self._stack) > 1 and ind < self._stack[-1].hdr:
+            self._close(None)
+
+    def _close(self, r: _Result | None, ind: Ind | None = None) -> None:
+        frame = self._stack.pop()
+        parent = self._stack[-1]
+        if ind is not None and parent.kid is None:
+            parent.kid = ind
+        if r is None and self._at_end:
+            frame.errors.append("missing result line: output ended (crash or cut off?)")
+        elif r is None:
+            frame.errors.append(f"line {self._lineno}: missing result line")
+        missing = (
+            Outcome.TIMEOUT if r is not None and r.outcome is Outcome.TIMEOUT else Outcome.CRASH
+        )
+        self._fill_missing(frame, missing)
+        if not frame.children and frame.plan != 0:
+            frame.errors.append("subtest header but no subtest results")
+        kids = frame.children
+        name = (r.name if r else "") or frame.name or frame.inherited
+        node = TestNode(
+            name=name,
+            number=self._take_number(parent, r.number if r else None),
+            outcome=_combine(r.outcome if r else None, kids, frame.bailed is not None),
+            directive=r.directive if r else None,
+            reason=(r.reason if r else "") or frame.plan_reason,
+            duration=r.duration if r and r.duration is not None else _sum_durations(kids),
+            children=tuple(kids),
+            log=tuple(frame.log + frame.pending),
+            errors=tuple(frame.errors),
+        )
+        parent.runner_name = ""
+        parent.children.append(node)
+
+    def _fill_missing(self, frame: _Frame, outcome: Outcome) -> None:
+        """Planned tests that never reported: kunit's "missing expected subtest!" (CRASH)."""
+        if frame.plan is None:
+            return
+        have = frame.count
+        if have > frame.plan:
+            frame.errors.append(f"plan 1..{frame.plan} but {have} results")
+        if have >= frame.plan or frame.bailed is not None:
+            return
+        frame.errors.append(f"plan 1..{frame.plan} but only {have} results: missing subtests")
+        for i in range(have + 1, min(frame.plan, have + MAX_MISSING) + 1):
+            name = frame.runner_name if i == have + 1 else ""
+            frame.runner_name = ""
+            errors = ("missing expected subtest",)
+            frame.children.append(TestNode(name, i, outcome, errors=errors))
+        if frame.plan - have > MAX_MISSING:
+            frame.errors.append(f"only the first {MAX_MISSING} missing subtests are listed")
+
+    # -- diagnostics ------------------------------------------------------------------------
+
+    def _on_diag(self, ind: Ind, body: str, rest: str) -> None:
+        top = self._stack[-1]
+        base = top.eff[1] if ind[0] == top.eff[0] else 0
+        top.pending.append(rest[min(ind[1], base) :])
+        if m := _BAIL.fullmatch(body):
+            top.bailed = m.group(1)
+            top.errors.append(f"line {self._lineno}: Bail out! {m.group(1)}".rstrip())
+        elif m := _RUNNER_NAME.fullmatch(body):
+            top.runner_name = m.group(1)
+        elif m := _TOTALS.fullmatch(body):
+            into = self._totals.setdefault(len(self._stack), {})
+            for key, val in _TOTALS_ITEM.findall(m.group(1)):
+                into[key] = into.get(key, 0) + int(val)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def finish(self) -> Parsed:
+        """End of input: close what is open (as crashed) and return the tree."""
+        if self._result is None:
+            self._result = self._finish()
+        return self._result
+
+    def _finish(self) -> Parsed:
+        self._at_end = True
+        while len(self._stack) > 1:
+            self._close(None)
+        root = self._stack[0]
+        if not self._started:
+            root.errors.append("could not find any KTAP output")
+            outcome = Outcome.ERROR
+        else:
+            self._fill_missing(root, Outcome.CRASH)
+            if not root.children:
+                root.errors.append("no tests run")
+            outcome = _combine(
+                Outcome.SKIP if not root.children else Outcome.PASS,
+                root.children,
+                root.bailed is not None,
+            )
+        node = TestNode(
+            name="",
+            number=None,
+            outcome=outcome,
+            reason=root.plan_reason,
+            duration=_sum_durations(root.children),
+            children=tuple(root.children),
+            log=tuple(root.log + root.pending),
+            errors=tuple(root.errors),
+        )
+        errors = [f"(run): {e}" for e in node.errors]
+        errors += [f"{label}: {e}" for label, n in _labelled(node) for e in n.errors]
+        totals = self._totals[min(self._totals)] if self._totals else None
+        return Parsed(node, self._version, tuple(errors), totals, outcome)
+
+
+def _labelled(root: TestNode) -> Iterator[tuple[str, TestNode]]:
+    """Descendants with a "/"-joined path for messages (unnamed tests shown as #N)."""
+    stack = [(f"{c.name or f'#{c.number}'}", c) for c in reversed(root.children)]
+    while stack:
+        label, node = stack.pop()
+        yield label, node
+        stack.extend((f"{label}/{c.name or f'#{c.number}'}", c) for c in reversed(node.children))
+
+
+def parse_lines(lines: Iterable[str]) -> Parsed:
+    parser = KtapParser()
+    for line in lines:
+        parser.feed(line)
+    return parser.finish()
+
+
+def parse_text(text: str) -> Parsed:
+    # split("\n"), not splitlines(): form feeds and \x1c-\x1e inside test output are not EOLs.
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return parse_lines(lines)
+
+
+def counts(p: Parsed) -> dict[str, int]:
+    """Leaf outcomes (tests that have no subtests), by Outcome value."""
+    out: dict[str, int] = {}
+    for _, node in p.root.walk():
+        if not node.children:
+            out[node.outcome.value] = out.get(node.outcome.value, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _node_dict(n: TestNode) -> dict[str, Any]:
+    return {
+        "name": n.name,
+        "number": n.number,
+        "outcome": n.outcome.value,
+        "directive": n.directive,
+        "reason": n.reason,
+        "duration": None if n.duration is None else round(n.duration, 6),
+        "errors": list(n.errors),
+        "log": list(n.log),
+        "children": [_node_dict(c) for c in n.children],
+    }
+
+
+def to_dict(p: Parsed) -> dict[str, Any]:
+    """A JSON-able, stable form (used for golden files and ``--json``)."""
+    return {
+        "version": p.version,
+        "outcome": p.outcome.value,
+        "counts": counts(p),
+        "totals": p.totals,
+        "errors": list(p.errors),
+        "root": _node_dict(p.root),
+    }
+
+
+_LABELS = {Outcome.PASS: "ok", Outcome.FAIL: "FAIL", Outcome.SKIP: "skip", Outcome.XFAIL: "xfail"}
+
+
+def _fmt_duration(d: float) -> str:
+    return f"{d * 1000:.0f}ms" if d < 1 else f"{d:.1f}s"
+
+
+def render_tree(p: Parsed) -> str:
+    """A human tree: one line per test, indented by depth, with outcome and duration."""
+    lines = [f"{p.version or 'no KTAP version line'}: {p.outcome.value.upper()}"]
+    for path, node in p.root.walk():
+        label = _LABELS.get(node.outcome, node.outcome.name)
+        text = f"{'  ' * (len(path) - 1)}{label:<4} {node.name or '<unnamed>'}"
+        note = " ".join(x for x in (node.directive or "", node.reason) if x)
+        if note:
+            text += f"  # {note}"
+        if node.duration is not None:
+            text += f"  ({_fmt_duration(node.duration)})"
+        lines.append(text)
+    summary = ", ".join(f"{k}: {v}" for k, v in counts(p).items()) or "no tests"
+    lines.append(f"tests: {summary}")
+    if p.totals is not None:
+        lines.append("kselftest totals: " + " ".join(f"{k}:{v}" for k, v in p.totals.items()))
+    lines.extend(f"error: {e}" for e in p.errors)
+    return "\n".join(lines) + "\n"
+
+
+def exit_code(p: Parsed) -> int:
+    """0: everything passed/skipped/xfailed; 1: failures or crashes; 2: no KTAP at all."""
+    if p.version is None and not p.root.children:
+        return 2
+    return 0 if p.outcome in _OK_OUTCOMES else 1
+
+
+_USAGE = "usage: patchci ktap parse [--json] FILE|-\n"
+
+
+def cli(argv: list[str], stdout: TextIO, stdin: TextIO | None = None) -> int:
+    """Body of ``patchci ktap parse FILE|-``: print the tree (or JSON), return the exit code."""
+    as_json = "--json" in argv
+    args = [a for a in argv if a != "--json"]
+    if any(a in ("-h", "--help") for a in args):
+        stdout.write(_USAGE)
+        return 0
+    if len(args) != 1 or (args[0].startswith("-") and args[0] != "-"):
+        stdout.write(_USAGE)
+        return 2
+    if args[0] == "-":
+        parsed = parse_lines(stdin if stdin is not None else sys.stdin)
+    else:
+        try:
+            with open(args[0], encoding="utf-8", errors="replace", newline="\n") as f:
+                parsed = parse_lines(f)
+        except OSError as e:
+            stdout.write(f"patchci ktap: cannot read {args[0]}: {e.strerror or e}\n")
+            return 2
+    if as_json:
+        stdout.write(json.dumps(to_dict(parsed), indent=1, ensure_ascii=False) + "\n")
+    else:
+        stdout.write(render_tree(parsed))
+    return exit_code(parsed)
