@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fake_patchwork import SLUG_MSG, FakePatchwork, split_mbox
+from patchci.devtools.pwemu import SLUG_MSG, FakePatchwork, split_mbox
 
 DATA = Path(__file__).parent / "data" / "patchwork"
 T0 = datetime(2026, 11, 21, 14, 29, 42, 935608, tzinfo=UTC)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from patchci.devtools.pwemu import FakePatchwork, split_mbox
 from patchci.errors import FetchError, InfraError
 from patchci.model import Person
 from patchci.sources.patchwork import (
@@ -21,7 +22,6 @@ from patchci.sources.patchwork import (
     PatchworkRequestError,
     naive_since,
 )
-from tests.fake_patchwork import FakePatchwork, split_mbox
 
 DATA = Path(__file__).parent / "data" / "patchwork"
 # The server's clock is years away from the test machine's: only its dates may be used.

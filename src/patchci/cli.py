@@ -111,7 +111,7 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from patchci.demo import run_demo
+    from patchci.demo.run import run_demo
 
     return run_demo(Path(args.dir), fresh=not args.keep)
 

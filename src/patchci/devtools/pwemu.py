@@ -424,6 +424,13 @@ class FakePatchwork:
         with self._lock:
             self._log.clear()
 
+    def series_patches(self, series_id: int) -> list[tuple[int, str]]:
+        """(patch id, Patchwork name) of a series' patches, in order."""
+        with self._lock:
+            s = self.series[series_id]
+            return [(pid, patchwork_name(self.submissions[pid].mail.subject))
+                    for pid in s.patch_ids]
+
     def checks_for(self, patch_id: int) -> list[CheckRec]:
         with self._lock:
             return [c for c in self.checks.values() if c.patch_id == patch_id]
@@ -1149,3 +1156,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+# The demo's name for it.
+PatchworkEmulator = FakePatchwork

@@ -189,7 +189,19 @@ class PatchworkClient:
     def iter_series_completed(
         self, since: str | None, *, skip_ids: Collection[int] = (), lookback: float = 0.0
     ) -> Iterator[PwEvent]:
-        """series-completed events oldest first, from *since* (inclusive) on.
+        """series-completed events; see iter_events."""
+        return self.iter_events("series-completed", since, skip_ids=skip_ids, lookback=lookback)
+
+    def iter_events(
+        self,
+        category: str,
+        since: str | None,
+        *,
+        skip_ids: Collection[int] = (),
+        lookback: float = 0.0,
+    ) -> Iterator[PwEvent]:
+        """Series events (*category* series-created or series-completed) oldest first,
+        from *since* (inclusive) on.
 
         *since* must be a date the server gave us (an earlier event's `date`), never the
         client's clock. Events whose id is in *skip_ids* (already handled) are dropped.
@@ -200,7 +212,7 @@ class PatchworkClient:
         """
         params: dict[str, str | int] = {
             "project": self.project,
-            "category": "series-completed",
+            "category": category,
             "order": "date",
             "per_page": self.per_page,
         }

@@ -1,0 +1,196 @@
+"""`patchci demo`: the whole pipeline on a bundled sample, with expected vs actual.
+
+The sample series are posted to a local Patchwork emulator (same REST behaviour as a real
+Patchwork 3.2 server); patchci ingests them from there exactly as it would from
+patchwork.kernel.org, checks them, stores everything in SQLite and posts the checks back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from patchci.config import Settings, build_settings
+from patchci.daemon import make_client, open_store, run_cycle
+from patchci.db.store import Store
+from patchci.demo.series import Sample, build_samples, write_inbox
+from patchci.demo.tree import build_tree
+from patchci.devtools.pwemu import PatchworkEmulator
+from patchci.model import CheckResult, Outcome, worst
+from patchci.report.console import outcome_text, plain
+
+TOKEN_ENV = "PATCHCI_DEMO_PW_TOKEN"
+SOURCE = "demo-pw"
+CHECKS = ("tree_selection", "apply", "signed_off_by", "fixes_tag", "series_format")
+SHORT = {
+    "tree_selection": "tree sel.",
+    "signed_off_by": "SoB",
+    "series_format": "format",
+    "fixes_tag": "Fixes",
+}
+
+
+def demo_settings(root: Path, pw_url: str) -> Settings:
+    tree = str(root / "trees" / "demo")
+    return build_settings(
+        {
+            "data_dir": str(root),
+            "sources": [
+                {
+                    "name": SOURCE,
+                    "type": "patchwork",
+                    "url": pw_url,
+                    "project": "demo",
+                    "token_env": TOKEN_ENV,
+                    "retries": 2,
+                    "timeout": 10,
+                }
+            ],
+            "trees": [
+                {
+                    "name": "net",
+                    "path": tree,
+                    "branch": "net",
+                    "tags": ["net"],
+                    "checks": list(CHECKS[2:]),
+                },
+                {
+                    "name": "net-next",
+                    "path": tree,
+                    "branch": "main",
+                    "tags": ["net-next"],
+                    "paths": ["drivers/", "net/", "include/", "tools/testing/selftests/"],
+                    "checks": list(CHECKS[2:]),
+                },
+            ],
+            "checks": {"series_format": {"options": {"max_patches": 15}}},
+        },
+        env={},
+        origin="demo defaults",
+    )
+
+
+def _verdicts(results: Sequence[CheckResult]) -> dict[str, Outcome]:
+    by: dict[str, list[Outcome]] = {}
+    for r in results:
+        by.setdefault(r.check, []).append(r.outcome)
+    return {k: worst(v) for k, v in by.items()}
+
+
+def _as_expected(sample: Sample, state: str, verdicts: dict[str, Outcome]) -> bool:
+    if sample.expect_state != "checked":
+        return state == sample.expect_state
+    if state not in ("checked", "reported", "done"):
+        return False
+    for check in CHECKS:
+        want = sample.expect.get(check, "pass")
+        got = verdicts.get(check)
+        if check not in sample.expect and got is None:
+            continue  # e.g. no per-patch checks after a failed apply
+        if got is None or got.value != want:
+            return False
+    return True
+
+
+def _series_table(
+    store: Store, samples: Sequence[Sample], pw_ids: Sequence[int]
+) -> tuple[Table, int]:
+    t = Table(title="Sample series through the pipeline", title_justify="left")
+    t.add_column("sample", overflow="fold", min_width=22)
+    t.add_column("state", no_wrap=True)
+    t.add_column("tree", no_wrap=True)
+    for c in CHECKS:
+        t.add_column(SHORT.get(c, c), no_wrap=True)
+    t.add_column("as expected", no_wrap=True)
+    bad = 0
+    for sample, pw_id in zip(samples, pw_ids, strict=True):
+        sid = store.find_series(SOURCE, str(pw_id))
+        if sid is None:
+            state, tree, verdicts = "not ingested", "-", {}
+        else:
+            row = store.series_row(sid)
+            state, tree = row.state, row.tree or "-"
+            verdicts = _verdicts(store.latest_results(sid))
+        ok = _as_expected(sample, state, verdicts)
+        bad += not ok
+        cells = [
+            outcome_text(verdicts[c]) if c in verdicts else Text("-", style="dim") for c in CHECKS
+        ]
+        t.add_row(
+            plain(sample.label),
+            plain(state),
+            plain(tree),
+            *cells,
+            Text("yes", style="green") if ok else Text("NO", style="bold red"),
+        )
+    return t, bad
+
+
+def _patchwork_table(emu: PatchworkEmulator, pw_ids: Sequence[int]) -> Table:
+    t = Table(
+        title="What Patchwork shows (checks per patch, newest per context)", title_justify="left"
+    )
+    t.add_column("patch", overflow="fold", max_width=52)
+    t.add_column("checks", overflow="fold")
+    for sid in pw_ids:
+        for pid, name in emu.series_patches(sid):
+            latest: dict[str, str] = {}
+            for chk in emu.checks_for(pid):
+                latest[chk.context] = chk.state
+            cells = ", ".join(f"{k}={v}" for k, v in latest.items()) or "(none yet)"
+            t.add_row(plain(name), plain(cells))
+    return t
+
+
+def run_demo(root: Path, *, fresh: bool = True) -> int:
+    # Wide enough for the grid even when piped (make demo | less).
+    console = Console(width=None if sys.stdout.isatty() else 132)
+    root = root.resolve()
+    if fresh and root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    console.rule("[bold]patchci demo")
+    with console.status("building the sample tree (C sources, MAINTAINERS, KTAP selftests)"):
+        git = build_tree(root / "trees" / "demo")
+        samples = build_samples(git)
+        write_inbox(root / "mail" / "inbox.mbox", samples)
+    console.print(f"sample tree: {git.repo}  (branches: net, main = net-next)")
+    console.print(f"{len(samples)} sample series written to {root / 'mail' / 'inbox.mbox'}")
+    with PatchworkEmulator(
+        project="demo", project_name="Demo", list_id="netdev.vger.example.org"
+    ) as emu:
+        pw_ids = [emu.add_series_from_mbox(s.mbox) for s in samples]
+        console.print(f"posted to a local Patchwork emulator at {emu.url} (project demo)")
+        os.environ[TOKEN_ENV] = emu.token
+        settings = demo_settings(root, emu.url)
+        store = open_store(settings)
+        clients = {SOURCE: make_client(settings.sources[0])}  # type: ignore[arg-type]
+        with console.status("ingest → route → apply → checks → store → report"):
+            first = run_cycle(store, settings, clients)
+            second = run_cycle(store, settings, clients)
+        console.print(
+            f"first ingest: {first['new']} series stored, {first['checked']} checked, "
+            f"{first['posted']} checks posted to Patchwork"
+        )
+        console.print(
+            f"second ingest: {second['new']} new, {second['posted']} posted "
+            "(nothing changed, nothing posted twice)"
+        )
+        table, bad = _series_table(store, samples, pw_ids)
+        console.print(table)
+        console.print(_patchwork_table(emu, pw_ids))
+    console.print(f"database: {settings.db_url}")
+    console.print(f"check logs: {settings.data_path / 'logs'}")
+    console.print(f"show one series: patchci --data-dir {root} series <id>")
+    if bad:
+        console.print(f"[bold red]{bad} sample(s) did not end as expected[/]")
+        return 1
+    console.print("[green]every sample series ended as expected[/]")
+    return 0

@@ -1,0 +1,206 @@
+"""Build the demo's sample tree: C sources with a Makefile, a MAINTAINERS file and
+selftests that print KTAP, with two branches (net and net-next)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from patchci.git import Git
+
+MAKEFILE = """\
+# Demo tree: builds the foo driver and the net core into one program.
+CC ?= gcc
+CFLAGS ?= -O2 -Wall -Wextra
+OBJS = drivers/net/foo.o net/core/dev.o main.o
+
+demo: $(OBJS)
+\t$(CC) $(CFLAGS) -o $@ $(OBJS)
+
+%.o: %.c include/net/foo.h
+\t$(CC) $(CFLAGS) -Iinclude -c -o $@ $<
+
+clean:
+\trm -f $(OBJS) demo
+
+.PHONY: clean
+"""
+
+FOO_H = """\
+/* SPDX-License-Identifier: GPL-2.0 */
+#ifndef _NET_FOO_H
+#define _NET_FOO_H
+
+struct foo_dev {
+\tint queues;
+\tint running;
+\tint tx_packets;
+};
+
+/**
+ * foo_open() - bring a foo device up
+ * @dev: the device
+ *
+ * Return: 0 on success.
+ */
+int foo_open(struct foo_dev *dev);
+int foo_stop(struct foo_dev *dev);
+int foo_xmit(struct foo_dev *dev, int len);
+int dev_queue(struct foo_dev *dev, int len);
+
+#endif
+"""
+
+FOO_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <net/foo.h>
+
+#define FOO_MAX_QUEUES 8
+
+int foo_open(struct foo_dev *dev)
+{
+\tif (dev->queues > FOO_MAX_QUEUES)
+\t\treturn -1;
+\tdev->running = 1;
+\treturn 0;
+}
+
+int foo_stop(struct foo_dev *dev)
+{
+\tdev->running = 0;
+\treturn 0;
+}
+
+int foo_xmit(struct foo_dev *dev, int len)
+{
+\tif (!dev->running)
+\t\treturn -1;
+\tdev->tx_packets++;
+\treturn len;
+}
+"""
+
+DEV_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <net/foo.h>
+
+int dev_queue(struct foo_dev *dev, int len)
+{
+\tif (len <= 0)
+\t\treturn -1;
+\treturn foo_xmit(dev, len);
+}
+"""
+
+MAIN_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <stdio.h>
+#include <net/foo.h>
+
+int main(void)
+{
+\tstruct foo_dev dev = { .queues = 4 };
+
+\tif (foo_open(&dev))
+\t\treturn 1;
+\tprintf("sent %d\\n", dev_queue(&dev, 64));
+\treturn foo_stop(&dev);
+}
+"""
+
+MAINTAINERS = """\
+List of maintainers (demo tree)
+
+FOO NETWORK DRIVER
+M:\tFiona Foo <fiona@foo.example.org>
+R:\tRay Reviewer <ray@example.org>
+L:\tnetdev@vger.example.org
+S:\tMaintained
+F:\tdrivers/net/foo.c
+F:\tinclude/net/foo.h
+F:\ttools/testing/selftests/net/foo*
+
+NETWORKING [GENERAL]
+M:\tNora Net <nora@net.example.org>
+L:\tnetdev@vger.example.org
+S:\tMaintained
+F:\tnet/
+F:\tdrivers/net/
+F:\tinclude/net/
+F:\ttools/testing/selftests/net/
+"""
+
+SELFTEST_MAKEFILE = """\
+# SPDX-License-Identifier: GPL-2.0
+TEST_PROGS := foo_basic.sh foo_queues.sh
+"""
+
+SELFTEST_BASIC = """\
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# Basic foo checks, reported as KTAP.
+echo "TAP version 13"
+echo "1..2"
+echo "ok 1 foo_open_close"
+echo "ok 2 foo_xmit # time=3ms"
+"""
+
+SELFTEST_QUEUES = """\
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+echo "TAP version 13"
+echo "1..1"
+echo "# Subtest: foo_queues"
+echo "    1..2"
+echo "    ok 1 queues_4"
+echo "    ok 2 queues_8"
+echo "ok 1 foo_queues"
+"""
+
+FILES_BASE = {
+    "Makefile": MAKEFILE,
+    "MAINTAINERS": MAINTAINERS,
+    "include/net/foo.h": FOO_H,
+    "drivers/net/foo.c": FOO_C,
+    "net/core/dev.c": DEV_C,
+    "main.c": MAIN_C,
+    "tools/testing/selftests/net/Makefile": SELFTEST_MAKEFILE,
+    "tools/testing/selftests/net/foo_basic.sh": SELFTEST_BASIC,
+    "tools/testing/selftests/net/foo_queues.sh": SELFTEST_QUEUES,
+    ".gitignore": "*.o\ndemo\n",
+}
+
+MAINTAINER = "Nora Net <nora@net.example.org>"
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+        if rel.endswith(".sh"):
+            p.chmod(0o755)
+
+
+def commit(git: Git, message: str, author: str = MAINTAINER) -> str:
+    git.run("add", "-A")
+    git.run("commit", "--quiet", "--no-verify", f"--author={author}", "-m", message)
+    sha = git.rev_parse("HEAD")
+    assert sha is not None
+    return sha
+
+
+def build_tree(root: Path) -> Git:
+    """Create the sample tree with branches `net` (fixes) and `main` (net-next)."""
+    root.mkdir(parents=True, exist_ok=True)
+    git = Git(root)
+    git.run("init", "--quiet", "--initial-branch=main")
+    write_files(root, FILES_BASE)
+    commit(git, "net: import the demo tree\n\nSigned-off-by: " + MAINTAINER)
+    foo = (root / "drivers/net/foo.c").read_text()
+    write_files(root, {"drivers/net/foo.c": foo.replace("FOO_MAX_QUEUES 8", "FOO_MAX_QUEUES 16")})
+    commit(git, "foo: allow up to 16 queues\n\nSigned-off-by: " + MAINTAINER)
+    git.run("branch", "net")
+    dev = (root / "net/core/dev.c").read_text()
+    write_files(root, {"net/core/dev.c": dev.replace("len <= 0", "len <= 0 || len > 9000")})
+    commit(git, "net: core: reject jumbo lengths in dev_queue\n\nSigned-off-by: " + MAINTAINER)
+    return git

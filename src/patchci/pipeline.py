@@ -1,0 +1,146 @@
+"""One series through route → apply → checks, independent of where it came from.
+
+Used by `patchci check` (local), the daemon and the demo. Storage and reporting are the
+caller's business: this returns the results.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchci.apply import ApplyStatus, apply_result, apply_series
+from patchci.checks.base import Check, CheckContext, run_check
+from patchci.errors import InfraError
+from patchci.git import Git
+from patchci.model import CheckResult, Outcome, Scope, Series, Tree
+from patchci.routing import Route, route_series
+
+log = logging.getLogger(__name__)
+
+ChecksFor = Callable[[Tree], Sequence[Check]]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SeriesVerdict:
+    route: Route
+    tree: Tree | None
+    results: tuple[CheckResult, ...]
+
+    @property
+    def outcome(self) -> Outcome:
+        from patchci.model import worst
+
+        return worst((r.outcome for r in self.results), default=Outcome.PASS)
+
+
+def _tree_selection(route: Route, duration: float) -> CheckResult:
+    outcome = Outcome.PASS if route.tree else Outcome.WARN
+    return CheckResult("tree_selection", outcome, route.reason, duration=duration)
+
+
+def _applies_probe(series: Series, workdir: Path) -> Callable[[Tree], bool]:
+    """For routing's last resort: does the series apply to this tree?"""
+
+    def applies(tree: Tree) -> bool:
+        try:
+            with apply_series(Git(Path(tree.path)), tree.branch, series, workdir) as applied:
+                return applied.status in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED)
+        except InfraError as e:
+            log.warning("series %s: cannot probe tree %s: %s", series.key, tree.name, e)
+            return False
+
+    return applies
+
+
+def check_series(
+    series: Series,
+    trees: Sequence[Tree],
+    checks_for: ChecksFor,
+    log_dir: Path,
+    *,
+    progress: Progress | None = None,
+) -> SeriesVerdict:
+    """Route, apply and check *series*. Never raises for the patch's faults; InfraError
+    from setting up a worktree becomes an `apply` ERROR result."""
+    say = progress or (lambda _msg: None)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    work = log_dir / "work"
+    t0 = time.monotonic()
+    say("routing")
+    route = route_series(series, trees, _applies_probe(series, work))
+    results: list[CheckResult] = [_tree_selection(route, time.monotonic() - t0)]
+    tree = next((t for t in trees if t.name == route.tree), None)
+    log.info("series %s: tree_selection %s (%s)", series.key, route.tree, route.reason)
+    if tree is None:
+        return SeriesVerdict(route, None, tuple(results))
+    checks = list(checks_for(tree))
+    say(f"applying to {tree.name}")
+    try:
+        with apply_series(Git(Path(tree.path)), tree.branch, series, work) as applied:
+            results.append(apply_result(applied, tree.name, log_dir))
+            ok = applied.status is ApplyStatus.APPLIED
+            results.extend(
+                _run_checks(
+                    series,
+                    tree,
+                    route,
+                    checks,
+                    applied.worktree,
+                    applied.base,
+                    applied.commits if ok else (),
+                    log_dir,
+                    say,
+                )
+            )
+    except InfraError as e:
+        log.error("series %s: apply infrastructure error: %s", series.key, e)
+        results.append(
+            CheckResult("apply", Outcome.ERROR, f"infrastructure error (not the patch): {e}")
+        )
+    return SeriesVerdict(route, tree, tuple(results))
+
+
+def _run_checks(
+    series: Series,
+    tree: Tree,
+    route: Route,
+    checks: Sequence[Check],
+    worktree: Path,
+    base: str,
+    commits: tuple[str, ...],
+    log_dir: Path,
+    say: Progress,
+) -> list[CheckResult]:
+    """Patch-major: check out each applied patch once and run every patch check on it."""
+    out: list[CheckResult] = []
+    git = Git(worktree)
+
+    def ctx(idx: int | None) -> CheckContext:
+        return CheckContext(series, tree, worktree, base, commits, idx, {}, log_dir)
+
+    runnable = [c for c in checks if commits or not c.needs_apply]
+    patch_checks = [c for c in runnable if c.scope is Scope.PATCH]
+    series_checks = [c for c in runnable if c.scope is Scope.SERIES]
+    if patch_checks and commits:
+        for idx, commit in enumerate(commits):
+            git.run("checkout", "--quiet", "--detach", commit)
+            for chk in patch_checks:
+                say(f"patch {idx + 1}/{len(commits)}: {chk.name}")
+                out.append(_run_one(chk, ctx(idx), route))
+    if commits:
+        git.run("checkout", "--quiet", "--detach", commits[-1])
+    for chk in series_checks:
+        say(f"series: {chk.name}")
+        out.append(_run_one(chk, ctx(None), route))
+    return out
+
+
+def _run_one(chk: Check, ctx: CheckContext, route: Route) -> CheckResult:
+    # series_format warns on a guessed route, as NIPA does, so it needs the decision.
+    ctx.options = {**chk.options, "route": route}
+    return run_check(chk, ctx)

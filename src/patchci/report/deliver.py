@@ -1,0 +1,128 @@
+"""Post a series' results to Patchwork exactly once per change.
+
+Idempotency rests on the deliveries table: before a POST we record an `intent` row, after
+it a `sent` row. A check whose newest `sent` row has the same fingerprint is not posted
+again. If we died between the two (an `intent` newer than the last `sent`), we ask
+Patchwork whether that check already landed before posting it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from patchci.db.store import Store
+from patchci.errors import FetchError
+from patchci.model import CheckResult
+from patchci.report.patchwork import CheckPost, render_checks
+from patchci.sources.patchwork import PatchworkClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    posted: int = 0
+    unchanged: int = 0
+    reconciled: int = 0
+    failed: int = 0
+
+
+def _already_on_server(client: PatchworkClient, post: CheckPost) -> bool:
+    for chk in reversed(client.list_checks(post.patch_id, context=post.context)):
+        return (
+            chk.state == post.state
+            and (chk.description or "") == post.description
+            and (chk.target_url or None) == post.target_url
+        )
+    return False
+
+
+def deliver_checks(
+    store: Store,
+    client: PatchworkClient,
+    *,
+    target: str,
+    series_id: int,
+    results: Sequence[CheckResult],
+    patch_ids: Sequence[int],
+    log_url: Callable[[CheckResult], str | None],
+    context_prefix: str = "",
+) -> DeliveryStats:
+    posted = unchanged = reconciled = failed = 0
+    for post in render_checks(results, patch_ids, log_url, context_prefix):
+        fp = post.fingerprint()
+        last = store.last_delivery(target, post.patch_id, post.context)
+        if last is not None and last.fingerprint == fp:
+            unchanged += 1
+            continue
+        intent = store.last_delivery(target, post.patch_id, post.context, status="intent")
+        newer_intent = (
+            intent is not None
+            and intent.fingerprint == fp
+            and (last is None or intent.id > last.id)
+        )
+        try:
+            if newer_intent and _already_on_server(client, post):
+                store.record_delivery(
+                    target,
+                    series_id,
+                    post.patch_id,
+                    post.context,
+                    post.state,
+                    fp,
+                    None,
+                    status="sent",
+                )
+                reconciled += 1
+                continue
+            store.record_delivery(
+                target,
+                series_id,
+                post.patch_id,
+                post.context,
+                post.state,
+                fp,
+                None,
+                status="intent",
+            )
+            remote = client.post_check(
+                post.patch_id, post.state, post.context, post.description, post.target_url
+            )
+        except FetchError as e:
+            log.error(
+                "series %s patch %s check %s: post failed: %s",
+                series_id,
+                post.patch_id,
+                post.context,
+                e,
+            )
+            store.record_delivery(
+                target,
+                series_id,
+                post.patch_id,
+                post.context,
+                post.state,
+                fp,
+                None,
+                status="failed",
+                error=str(e),
+            )
+            failed += 1
+            continue
+        store.record_delivery(
+            target,
+            series_id,
+            post.patch_id,
+            post.context,
+            post.state,
+            fp,
+            str(remote),
+            status="sent",
+        )
+        log.info(
+            "series %s patch %s: posted %s=%s", series_id, post.patch_id, post.context, post.state
+        )
+        posted += 1
+    return DeliveryStats(posted, unchanged, reconciled, failed)
