@@ -226,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PatchciError as e:
         print(f"patchci: {e}", file=sys.stderr)
         return EXIT_FAIL
+    except OSError as e:  # a path the user gave does not exist or cannot be read
+        print(f"patchci: {e}", file=sys.stderr)
+        return EXIT_INFRA
     except KeyboardInterrupt:
         print("patchci: interrupted", file=sys.stderr)
         return 130
