@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from urllib.parse import quote
 
 from patchci.checks.base import Check
 from patchci.config import MailSource, PatchworkSource, Settings
@@ -26,7 +27,7 @@ from patchci.pipeline import check_series
 from patchci.report.deliver import DeliveryStats, deliver_checks
 from patchci.sources.mail import parse_mail
 from patchci.sources.mbox import load_series
-from patchci.sources.patchwork import PatchworkClient, PwPatchRef
+from patchci.sources.patchwork import PatchworkClient, PatchworkNotFound, PwEvent, PwPatchRef
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ NEW, INCOMPLETE, EXPIRED, CHECKED, REPORTED, DONE, ERROR = (
     "done",
     "error",
 )
+
+
+# Each poll re-reads this much of the server's own clock before the cursor: Patchwork dates
+# events in naive local time, which repeats an hour when DST ends (Australia/Canberra by
+# default), and a slow transaction can commit an event dated before one we already saw.
+# Events already stored are skipped by id.
+EVENT_LOOKBACK = 3600.0
 
 
 def open_store(settings: Settings) -> Store:
@@ -92,15 +100,33 @@ def fetch_pw_series(client: PatchworkClient, source: str, series_id: int) -> Ser
     )
 
 
+def check_project(client: PatchworkClient) -> None:
+    """Fail loudly if the project does not exist: Patchwork answers an unknown `project=`
+    filter with `200 []`, so a typo would otherwise look like a quiet project forever."""
+    url = client.api(f"projects/{quote(client.project, safe='')}/")
+    try:
+        client.fetch_mbox(url)  # a plain GET with the client's retries; body unused
+    except PatchworkNotFound as e:
+        raise FetchError(
+            f"project {client.project!r} not found on {client.url}: check the source's "
+            "'project' (Patchwork's link name, e.g. netdev)"
+        ) from e
+
+
 def poll_patchwork(store: Store, src: PatchworkSource, client: PatchworkClient) -> int:
     """Store every series completed since our cursor. A fetch failure stops this poll
     without moving the cursor past the series, so the next poll retries it."""
     new = 0
     since = store.get_cursor(src.name)
-    for ev in client.iter_series_completed(since):
+    if since is None:
+        # No event seen yet: a new source, or a project name that matches nothing.
+        check_project(client)
+    for ev in client.iter_series_completed(since, lookback=EVENT_LOOKBACK):
         if store.event_seen(src.name, ev.id):
             continue
-        series = fetch_pw_series(client, src.name, ev.series_id)
+        series = _fetch_or_skip(store, client, src.name, src.name, ev)
+        if series is None:
+            continue
         sid = store.save_series_with_event(series, src.name, ev.id, ev.date)
         _set_arrival_state(store, sid, series)
         log.info("source %s: event %s stored series %s (%s)", src.name, ev.id, sid, series.name)
@@ -113,14 +139,17 @@ def poll_created(store: Store, src: PatchworkSource, client: PatchworkClient) ->
     patch never arrives becomes a visible, explained state instead of silence."""
     cursor_name = f"{src.name}#created"
     n = 0
-    for ev in client.iter_events("series-created", store.get_cursor(cursor_name)):
+    since = store.get_cursor(cursor_name)
+    for ev in client.iter_events("series-created", since, lookback=EVENT_LOOKBACK):
         if store.event_seen(cursor_name, ev.id):
             continue
         sid = store.find_series(src.name, str(ev.series_id))
         if sid is not None:
             store.record_event(cursor_name, ev.id, ev.date, sid)
             continue
-        series = fetch_pw_series(client, src.name, ev.series_id)
+        series = _fetch_or_skip(store, client, src.name, cursor_name, ev)
+        if series is None:
+            continue
         if series.complete:
             # its series-completed event will bring it; only move the cursor
             store.record_event(cursor_name, ev.id, ev.date, None)
@@ -129,6 +158,21 @@ def poll_created(store: Store, src: PatchworkSource, client: PatchworkClient) ->
         _set_arrival_state(store, sid, series)
         n += 1
     return n
+
+
+def _fetch_or_skip(
+    store: Store, client: PatchworkClient, source: str, cursor: str, ev: PwEvent
+) -> Series | None:
+    """The event's series, or None when it is gone from the server (404): that event is
+    then recorded as done, so one deleted series cannot stop the source for good. Any
+    other failure propagates and the cursor stays before the event."""
+    try:
+        return fetch_pw_series(client, source, ev.series_id)
+    except PatchworkNotFound as e:
+        log.warning("source %s: event %s: series %s is gone, skipped: %s",
+                    source, ev.id, ev.series_id, e)  # fmt: skip
+        store.record_event(cursor, ev.id, ev.date, None)
+        return None
 
 
 def poll_mail(store: Store, src: MailSource) -> int:
@@ -153,13 +197,25 @@ def _set_arrival_state(store: Store, sid: int, series: Series) -> None:
         store.set_series_state(sid, NEW, "completed")
 
 
-def expire_incomplete(store: Store, max_age: float, now: datetime | None = None) -> int:
+def expire_incomplete(
+    store: Store, max_age: float, now: datetime | None = None, *, source: str | None = None
+) -> int:
+    """Give up on incomplete series (of *source*, or all) older than *max_age* seconds."""
     now = now or datetime.now(UTC)
     n = 0
     for row in store.list_series(state=INCOMPLETE, limit=100000):
+        if source is not None and row.source != source:
+            continue
         created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-        if (now - created).total_seconds() > max_age:
-            store.set_series_state(row.id, EXPIRED, f"never completed: {row.state_reason}")
+        age = (now - created).total_seconds()
+        if age > max_age:
+            have = len(store.load_series(row.id).patches)
+            missing = max(row.total - have, 0)
+            reason = (
+                f"never completed: {missing} of {row.total} patches missing "
+                f"after {age / 3600:.1f}h ({row.state_reason})"
+            )
+            store.set_series_state(row.id, EXPIRED, reason)
             n += 1
     return n
 
@@ -188,6 +244,11 @@ def process_series(store: Store, settings: Settings, series_id: int) -> list[Che
         log.exception("series %s job %s: infrastructure error", series_id, job)
         store.finish_job(job, "error", str(e))
         store.set_series_state(series_id, ERROR, f"infrastructure error: {e}")
+        return []
+    except Exception as e:  # a bug must not leave the series "new" to crash every restart
+        log.exception("series %s job %s: internal error", series_id, job)
+        store.finish_job(job, "error", f"{type(e).__name__}: {e}")
+        store.set_series_state(series_id, ERROR, f"internal error: {type(e).__name__}: {e}")
         return []
     store.add_results(job, series_id, verdict.results)
     store.finish_job(job, "done")
@@ -270,11 +331,14 @@ def run_cycle(
             if isinstance(src, PatchworkSource):
                 stats["new"] += poll_patchwork(store, src, clients[src.name])
                 poll_created(store, src, clients[src.name])
-                expire_incomplete(store, src.incomplete_after)
+                expire_incomplete(store, src.incomplete_after, source=src.name)
             else:
                 stats["new"] += poll_mail(store, src)
         except (FetchError, OSError, PatchError) as e:
             log.error("source %s: poll failed, will retry: %s", src.name, e)
+            stats["errors"] += 1
+        except Exception:  # a bug in one source must not stop the others
+            log.exception("source %s: poll crashed, will retry", src.name)
             stats["errors"] += 1
     stats["checked"] = process_pending(store, settings)
     stats["posted"] = report_pending(store, settings, clients).posted

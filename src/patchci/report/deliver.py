@@ -2,14 +2,18 @@
 
 Idempotency rests on the deliveries table: before a POST we record an `intent` row, after
 it a `sent` row. A check whose newest `sent` row has the same fingerprint is not posted
-again. If we died between the two (an `intent` newer than the last `sent`), we ask
-Patchwork whether that check already landed before posting it again.
+again. If we died between the two (an `intent` newer than the last `sent`), or the POST
+failed, we ask Patchwork whether that check already landed before posting it again.
+
+A POST is therefore tried once per cycle: a proxy's 502/504 may come after Patchwork
+stored the check, and repeating the POST at once would leave two copies of it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from patchci.db.store import Store
@@ -37,6 +41,17 @@ def _already_on_server(client: PatchworkClient, post: CheckPost) -> bool:
             and (chk.target_url or None) == post.target_url
         )
     return False
+
+
+@contextmanager
+def _single_attempt(client: PatchworkClient) -> Iterator[None]:
+    """Let *client* make one attempt per request (the ledger does the retrying)."""
+    saved = client.retries
+    client.retries = 0
+    try:
+        yield
+    finally:
+        client.retries = saved
 
 
 def deliver_checks(
@@ -87,9 +102,10 @@ def deliver_checks(
                 None,
                 status="intent",
             )
-            remote = client.post_check(
-                post.patch_id, post.state, post.context, post.description, post.target_url
-            )
+            with _single_attempt(client):
+                remote = client.post_check(
+                    post.patch_id, post.state, post.context, post.description, post.target_url
+                )
         except FetchError as e:
             log.error(
                 "series %s patch %s check %s: post failed: %s",
