@@ -60,8 +60,9 @@ def test_log_path_records_command_and_status(tmp_path: Path) -> None:
 def test_stream_feeds_lines_and_tees(tmp_path: Path) -> None:
     seen: list[str] = []
     log = tmp_path / "s.log"
-    rc = proc.stream(["sh", "-c", "echo a; echo b >&2; printf c; exit 4"], seen.append,
-                     log_path=log, timeout=10)
+    rc = proc.stream(
+        ["sh", "-c", "echo a; echo b >&2; printf c; exit 4"], seen.append, log_path=log, timeout=10
+    )
     assert rc == 4
     assert seen == ["a", "b", "c"]
     assert log.read_text() == "a\nb\nc"
@@ -80,3 +81,10 @@ def test_no_other_module_starts_subprocesses() -> None:
         if "subprocess.Popen" in text or "subprocess.run(" in text or "os.system(" in text:
             offenders.append(str(f.relative_to(src)))
     assert offenders == []
+
+
+def test_missing_cwd_is_not_a_missing_tool(tmp_path: Path) -> None:
+    """A vanished worktree was reported as 'required tool not found: git'."""
+    with pytest.raises(Exception, match="working directory does not exist") as e:
+        proc.run(["true"], cwd=tmp_path / "gone")
+    assert not isinstance(e.value, ToolMissing)

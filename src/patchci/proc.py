@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchci.errors import CommandFailed, CommandTimeout, ToolMissing
+from patchci.errors import CommandFailed, CommandTimeout, InfraError, ToolMissing
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ def run(
             pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError as e:
+        if cwd is not None and not Path(cwd).is_dir():
+            raise InfraError(f"working directory does not exist: {cwd}") from e
         raise ToolMissing(args[0]) from e
     except PermissionError as e:
         raise ToolMissing(args[0], "not executable") from e

@@ -12,8 +12,7 @@ stored the check, and repeating the POST at once would leave two copies of it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from patchci.db.store import Store
@@ -41,17 +40,6 @@ def _already_on_server(client: PatchworkClient, post: CheckPost) -> bool:
             and (chk.target_url or None) == post.target_url
         )
     return False
-
-
-@contextmanager
-def _single_attempt(client: PatchworkClient) -> Iterator[None]:
-    """Let *client* make one attempt per request (the ledger does the retrying)."""
-    saved = client.retries
-    client.retries = 0
-    try:
-        yield
-    finally:
-        client.retries = saved
 
 
 def deliver_checks(
@@ -102,10 +90,10 @@ def deliver_checks(
                 None,
                 status="intent",
             )
-            with _single_attempt(client):
-                remote = client.post_check(
-                    post.patch_id, post.state, post.context, post.description, post.target_url
-                )
+            # The client never repeats a POST that may have landed; we retry next cycle.
+            remote = client.post_check(
+                post.patch_id, post.state, post.context, post.description, post.target_url
+            )
         except FetchError as e:
             log.error(
                 "series %s patch %s check %s: post failed: %s",

@@ -88,6 +88,10 @@ def one_line(text: str, limit: int = MAX_DESCRIPTION) -> str:
 def describe(result: CheckResult) -> str:
     text = result.description.strip() or result.outcome.value
     if result.outcome is Outcome.ERROR:
+        # Stages may already say it; never say it twice.
+        for said in ("infrastructure error (not the patch):", "infrastructure error:"):
+            if text.lower().startswith(said):
+                text = text[len(said) :].strip()
         return ERROR_PREFIX + one_line(text, MAX_DESCRIPTION - len(ERROR_PREFIX))
     return one_line(text)
 

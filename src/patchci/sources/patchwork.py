@@ -38,7 +38,6 @@ _SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,255}\Z")
 # Formats Patchwork accepts for since/before; a zone suffix is deliberately not allowed.
 _NAIVE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?\Z")
 # Status codes a reverse proxy gives when the request did not reach (or finish in) the app.
-_PROXY_STATUSES = frozenset({502, 503, 504})
 _MAX_SLEEP = 60.0
 
 
@@ -343,9 +342,10 @@ class PatchworkClient:
         detail = _detail(resp)
         if code >= 500:
             msg = f"HTTP {code}" + (f": {detail}" if detail else "")
-            # A 500 on a POST means the app ran and may have stored the check: repeating
-            # it would post a duplicate. 502/503/504 come from the proxy in front.
-            if method == "GET" or code in _PROXY_STATUSES:
+            # Any 5xx on a POST may come after the check was stored (a 504 from the proxy
+            # while the app finished): repeating it could post a duplicate. The delivery
+            # ledger retries on the next cycle after asking the server what landed.
+            if method == "GET":
                 raise _Retry(msg)
             raise FetchError(f"{what} failed: {msg} (not retried: the server may have acted)")
         if code == 403:

@@ -1,0 +1,22 @@
+"""Run every benchmark: python -m bench [NAME...]."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import parsers
+
+
+def main(argv: list[str]) -> int:
+    benches = {"parsers": parsers.main}
+    names = argv or list(benches)
+    for name in names:
+        if name not in benches:
+            print(f"unknown benchmark {name!r}; known: {', '.join(benches)}", file=sys.stderr)
+            return 2
+        benches[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,199 @@
+"""The Patchwork `contest` check: what the branch tests say about each series in it. Pure.
+
+For one test branch, the newest run of each executor is summarised against the previous
+branch of the same stream (its baseline):
+
+* a test failing here (after retries, or with a kernel splat) that did not fail in the
+  baseline, or did not exist there, is a **regression**: the check fails;
+* one failing in both is a **known failure**: warning;
+* without a baseline run of that executor the failure is **unverified**: warning;
+* failed-then-passed-on-retry without a crash is **flaky**: mentioned, not held against it;
+* a run whose status is "error" (base build broken, VM never booted, executor lost) is
+  **excluded**: at most it turns success into a warning, and alone it leaves the check
+  pending, with "infrastructure error: ..." in the description. It never fails the check.
+
+The same verdict goes on every patch of every series in the branch (NIPA does the same:
+attributing a regression to one series needs bisection, which is not done here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from patchci.executor.base import RUN_DONE, RUN_ERROR, RUN_RUNNING, RunResult, TestResult
+from patchci.model import Outcome
+from patchci.report.patchwork import CheckPost, one_line
+
+CONTEXT = "contest"
+SUCCESS, WARNING, FAIL, PENDING = "success", "warning", "fail", "pending"
+REGRESSION, KNOWN, UNVERIFIED, FLAKY = "regression", "known", "unverified", "flaky"
+INFRA_PREFIX = "infrastructure error: "
+# NIPA's codes: a lower code is a better result ("if we pass once, we pass").
+_RANK = {SUCCESS: 0, WARNING: 3, FAIL: 4}
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    series_id: int
+    patch_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Finding:
+    executor: str
+    group: str
+    name: str
+    kind: str  # regression | known | unverified | flaky
+    outcome: Outcome
+
+    @property
+    def label(self) -> str:
+        return f"{self.group}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ContestSummary:
+    branch: str
+    state: str  # a Patchwork state
+    description: str
+    tests: int
+    findings: tuple[Finding, ...] = ()
+    infra_errors: tuple[str, ...] = ()  # "<executor>: <reason>"
+    pending: tuple[str, ...] = ()  # executors still running or not heard from
+    warnings: int = 0  # tests that warned or could not run (ERROR)
+
+    def of_kind(self, kind: str) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.kind == kind)
+
+
+def failed(t: TestResult) -> bool:
+    """Still failing after retries, or crashed the kernel (a splat is a bug even when the
+    retry passed)."""
+    return t.final.is_patch_failure or t.crashed
+
+
+def newest_runs(runs: Iterable[RunResult]) -> dict[str, RunResult]:
+    """The newest run of each executor."""
+    out: dict[str, RunResult] = {}
+    for r in sorted(runs, key=lambda r: r.started):
+        out[r.executor] = r
+    return out
+
+
+def _classify(run: RunResult, baseline: RunResult | None) -> tuple[list[Finding], int]:
+    before = {t.key: t for t in baseline.tests} if baseline is not None else None
+    findings: list[Finding] = []
+    warnings = 0
+    for t in run.tests:
+        if t.is_flake:
+            findings.append(Finding(run.executor, t.group, t.name, FLAKY, t.outcome))
+            continue
+        if not failed(t):
+            warnings += t.final in (Outcome.WARN, Outcome.ERROR)
+            continue
+        outcome = Outcome.CRASH if t.crashed else t.final
+        if before is None:
+            kind = UNVERIFIED
+        else:
+            old = before.get(t.key)
+            kind = KNOWN if old is not None and failed(old) else REGRESSION
+        findings.append(Finding(run.executor, t.group, t.name, kind, outcome))
+    return findings, warnings
+
+
+def summarise(
+    branch: str,
+    runs: Sequence[RunResult],
+    previous: Sequence[RunResult] | None = None,
+    required: Sequence[str] = (),
+) -> ContestSummary:
+    """The contest verdict of *branch* from its *runs*, against the *previous* branch's
+    runs (None: no previous branch known). Executors in *required* that have not reported
+    keep the check pending."""
+    base = {e: r for e, r in newest_runs(previous or ()).items() if r.status == RUN_DONE}
+    findings: list[Finding] = []
+    infra: list[str] = []
+    pending: list[str] = []
+    tests = warnings = 0
+    current = newest_runs(runs)
+    for executor, run in sorted(current.items()):
+        if run.status == RUN_ERROR:
+            infra.append(f"{executor}: {run.error or 'run failed'}")
+        elif run.status == RUN_RUNNING:
+            pending.append(executor)
+        else:
+            found, warned = _classify(run, base.get(executor) if previous is not None else None)
+            findings += found
+            warnings += warned
+            tests += len(run.tests)
+    pending += [e for e in required if e not in current]
+    done = any(r.status == RUN_DONE for r in current.values())
+    state = _state(findings, infra, pending, warnings, done)
+    summary = ContestSummary(
+        branch, state, "", tests, tuple(findings), tuple(infra), tuple(pending), warnings
+    )
+    return ContestSummary(**{**summary.__dict__, "description": describe(summary)})
+
+
+def _state(
+    findings: Sequence[Finding], infra: Sequence[str], pending: Sequence[str], warnings: int,
+    done: bool,
+) -> str:  # fmt: skip
+    kinds = {f.kind for f in findings}
+    if REGRESSION in kinds:
+        return FAIL
+    if pending or not done:
+        return PENDING
+    if kinds & {KNOWN, UNVERIFIED} or infra or warnings:
+        return WARNING
+    return SUCCESS
+
+
+def describe(s: ContestSummary) -> str:
+    """One line for Patchwork: branch, counts, the first regressions, infra errors."""
+    parts = [f"tests: {s.tests}"]
+    for kind, label in (
+        (REGRESSION, "regressions"), (KNOWN, "known failures"),
+        (UNVERIFIED, "failures without baseline"), (FLAKY, "flaky"),
+    ):  # fmt: skip
+        n = len(s.of_kind(kind))
+        if n:
+            parts.append(f"{label}: {n}")
+    if s.warnings:
+        parts.append(f"warnings: {s.warnings}")
+    if s.pending:
+        parts.append(f"waiting for: {', '.join(s.pending)}")
+    text = f"{s.branch} ({', '.join(parts)})"
+    regressions = s.of_kind(REGRESSION)
+    if regressions:
+        text += ": " + ", ".join(f.label for f in regressions[:5])
+    if s.infra_errors:
+        infra = INFRA_PREFIX + "; ".join(s.infra_errors)
+        text = infra + " | " + text if s.tests == 0 else text + " | " + infra
+    return one_line(text)
+
+
+def render_contest(
+    summary: ContestSummary, series: Sequence[SeriesRef], target_url: str | None = None
+) -> list[CheckPost]:
+    """One `contest` check per patch of every series in the branch."""
+    return [
+        CheckPost(pid, CONTEXT, summary.state, summary.description, target_url)
+        for s in series
+        for pid in s.patch_ids
+    ]
+
+
+def upgrades(old: ContestSummary | None, new: ContestSummary) -> bool:
+    """Whether a series' check should move from *old* (a previous branch's verdict) to
+    *new*, NIPA's rule: pending never replaces a real result, a real result replaces
+    pending, a better one replaces a worse one ("if we pass once, we pass"), and with equal
+    states the verdict over more tests wins."""
+    if old is None or old.state == PENDING:
+        return True
+    if new.state == PENDING:
+        return False
+    if _RANK[new.state] != _RANK[old.state]:
+        return _RANK[new.state] < _RANK[old.state]
+    return new.tests > old.tests
