@@ -17,6 +17,7 @@ sysdeps-demo:
 
 sysdeps-test:
 	@bash scripts/sysdeps.sh test
+	@bash scripts/vm-deps.sh "$${PATCHCI_VM_CACHE:-/tmp/patchci-vm}"
 
 demo: sysdeps-demo $(STAMP)
 	$(VENV)/bin/patchci demo

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs what the VM executor needs and prepares a small kselftest tree. Idempotent.
+#
+#   scripts/vm-deps.sh [--no-install] [CACHE_DIR]
+#
+# 1. As root with apt-get (unless --no-install): installs the missing Debian packages
+#    (QEMU, Debian's kernel + modules, busybox for virtme-ng's initramfs, the kernel source
+#    tarball the selftests come from, gcc/libc for static test binaries).
+# 2. With CACHE_DIR: extracts only the selftests we use from
+#    /usr/src/linux-source-$KSRC_VERSION.tar.xz into CACHE_DIR/src (net/mptcp, net/af_unix,
+#    the net helpers and the kselftest runner; not the whole tarball), then builds an
+#    installed-style kselftest tree in CACHE_DIR/kselftest that run_kselftest.sh can run:
+#    net/af_unix:scm_rights and net/af_unix:diag_uid, compiled statically on the host.
+# virtme-ng itself (vng) comes from PyPI with the project's Python dependencies.
+set -euo pipefail
+
+install=1
+if [ "${1:-}" = "--no-install" ]; then install=0; shift; fi
+cache=${1:-}
+ver=${KSRC_VERSION:-6.12}
+tarball=/usr/src/linux-source-$ver.tar.xz
+
+say() { echo "vm-deps: $*" >&2; }
+
+has_kernel() {
+  local k
+  for k in /boot/vmlinuz-*; do
+    [ -e "$k" ] && [ -d "/lib/modules/${k#/boot/vmlinuz-}" ] && return 0
+  done
+  return 1
+}
+
+declare -A probe=(
+  [qemu-system-x86]="command -v qemu-system-x86_64"
+  [linux-image-amd64]="has_kernel"
+  [busybox-static]="command -v busybox"
+  [linux-source-$ver]="test -r $tarball"
+  [gcc]="command -v gcc"
+  [libc6-dev]="test -e /usr/lib/x86_64-linux-gnu/libc.a"
+  [perl]="command -v perl"
+  [iproute2]="command -v ss"
+  [xz-utils]="command -v xz"
+)
+
+missing=()
+for p in "${!probe[@]}"; do
+  eval "${probe[$p]}" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ $install -eq 1 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    say "missing ${missing[*]}; not installing (not root, no apt-get or --no-install)"
+  fi
+fi
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if ! command -v vng >/dev/null && [ ! -x "$repo/.venv/bin/vng" ]; then
+  say "note: vng not found (pip install virtme-ng into the venv)"
+fi
+
+[ -n "$cache" ] || exit 0
+
+stamp="$cache/.vm-deps-$ver-v1"
+if [ -e "$stamp" ]; then exit 0; fi
+if [ ! -r "$tarball" ]; then
+  say "$tarball not found: apt-get install linux-source-$ver"
+  exit 1
+fi
+
+mkdir -p "$cache"
+src="$cache/src"
+sel="linux-source-$ver/tools/testing/selftests"
+rm -rf "$src" "$cache/kselftest"
+mkdir -p "$src"
+say "extracting selftests from $tarball"
+tar -xJf "$tarball" -C "$src" --wildcards \
+  "$sel/kselftest/*" "$sel/kselftest.h" "$sel/kselftest_harness.h" \
+  "$sel/run_kselftest.sh" "$sel/lib.mk" \
+  "$sel/net/lib.sh" "$sel/net/net_helper.sh" "$sel/net/settings" "$sel/net/lib/*" \
+  "$sel/net/mptcp/*" "$sel/net/af_unix/*"
+
+S="$src/$sel"
+out="$cache/kselftest"
+mkdir -p "$out/net/af_unix"
+cp -r "$S/kselftest" "$S/run_kselftest.sh" "$out/"
+: > "$out/kselftest-list.txt"
+for t in scm_rights diag_uid; do
+  gcc -static -O2 -Wall -I"$S" -o "$out/net/af_unix/$t" "$S/net/af_unix/$t.c" -lpthread
+  echo "net/af_unix:$t" >> "$out/kselftest-list.txt"
+done
+touch "$stamp"
+say "kselftest tree ready in $out"
