@@ -215,3 +215,109 @@ deliveries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "target", "patch_pw_id", "context"),
 )
+
+# --- contest: test branches, executor runs, per-test results ---------------------------
+# Normalised rows (not NIPA's JSON blobs), so history, flakes and streaks are indexed queries.
+
+branches = Table(
+    "branches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("stream", Text, nullable=False),
+    Column("date", UTCDateTime, nullable=False),
+    Column("base", Text, nullable=False),
+    Column("head", Text, nullable=False),
+    Column("merges", Text, nullable=False),  # JSON {ref-or-url: okay|resolved|fail|error}
+    Column("new_changes", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("name"),
+    Index(None, "stream", "date"),
+)
+
+# Not a foreign key to series: branches imported from another CI name series we never saw.
+branch_series = Table(
+    "branch_series",
+    metadata,
+    Column(
+        "branch_id",
+        Integer,
+        ForeignKey("branches.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("series_id", Integer, primary_key=True),
+    Column("included", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index(None, "series_id"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("branch_id", Integer, ForeignKey("branches.id", ondelete="CASCADE"), nullable=False),
+    Column("executor", Text, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("status", Text, nullable=False),  # running | done | error
+    Column("error", Text, nullable=False),  # the infrastructure reason when status is error
+    Column("kernel", Text, nullable=False),
+    Column("config", Text, nullable=False),
+    Column("reproduce", Text, nullable=False),
+    Column("log_dir", Text, nullable=True),
+    Column("link", Text, nullable=True),
+    Index(None, "branch_id", "executor"),
+    Index(None, "executor", "started_at"),
+)
+
+tests = Table(
+    "tests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("grp", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("retry_outcome", Text, nullable=True),
+    Column("duration", Float, nullable=True),
+    Column("retry_duration", Float, nullable=True),
+    Column("log_path", Text, nullable=True),
+    Column("retry_log_path", Text, nullable=True),
+    Column("reproduce", Text, nullable=False),
+    Index(None, "grp", "name", "run_id"),
+)
+
+subtests = Table(
+    "subtests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "test_id", Integer, ForeignKey("tests.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("path", Text, nullable=False),  # "/"-joined names from the test down, e.g. "a/b/c"
+    Column("depth", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("retry_outcome", Text, nullable=True),
+    Column("duration", Float, nullable=True),
+)
+
+crashes = Table(
+    "crashes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column(
+        "test_id", Integer, ForeignKey("tests.id", ondelete="CASCADE"), nullable=True, index=True
+    ),
+    Column("kind", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("excerpt", Text, nullable=False),
+    Column("ignored", Boolean, nullable=False),
+    Index(None, "fingerprint"),
+)
