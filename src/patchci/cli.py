@@ -110,6 +110,25 @@ def cmd_series(args: argparse.Namespace) -> int:
     return show_series(_settings(args), args.id)
 
 
+def cmd_branch(args: argparse.Namespace) -> int:
+    if not args.now:
+        print(
+            "patchci branch: nothing to do without --now (the daemon cuts branches on its "
+            "schedule)",
+            file=sys.stderr,
+        )
+        return EXIT_INFRA
+    from patchci.contest import cmd_branch_now
+
+    return cmd_branch_now(_settings(args), args.stream)
+
+
+def cmd_contest(args: argparse.Namespace) -> int:
+    from patchci.contest import cmd_contest_show
+
+    return cmd_contest_show(_settings(args), args.branch)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from patchci.demo.run import run_demo
 
@@ -141,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="run the whole pipeline on the bundled demo and show results")
-    d.add_argument("--dir", default="demo-data", help="where the demo writes (default: %(default)s)")
+    d.add_argument(
+        "--dir", default="demo-data", help="where the demo writes (default: %(default)s)"
+    )
     d.add_argument("--keep", action="store_true", help="reuse an existing demo directory")
     d.set_defaults(func=cmd_demo)
 
@@ -164,9 +185,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tree", required=True, help="local git tree to apply to")
     c.add_argument("--base", default="HEAD", help="commit to apply on (default: %(default)s)")
     c.add_argument("--name", help="tree name for routing/series_format (default: dir name)")
-    c.add_argument("--checks", help="comma-separated checks (default: the tree's, or the basic set)")
+    c.add_argument(
+        "--checks", help="comma-separated checks (default: the tree's, or the basic set)"
+    )
     c.add_argument("--logs", metavar="DIR", help="keep check logs here (default: a temp dir)")
     c.set_defaults(func=cmd_check)
+
+    b = sub.add_parser(
+        "branch",
+        help="cut a test branch from the series that passed their gate checks and test it",
+        description="Cut <prefix>-YYYY-MM-DD--HH-MM from the stream's base plus every pending "
+        "series whose gate checks passed, run the stream's tests on it, store the results and "
+        "post contest checks. Exit 1 when the branch has regressions.",
+    )
+    b.add_argument("--now", action="store_true", help="cut the branch now, not on the schedule")
+    b.add_argument("stream", nargs="?", help="stream name (default: every configured stream)")
+    b.set_defaults(func=cmd_branch)
+
+    ct = sub.add_parser("contest", help="show a test branch: series, results, verdict")
+    ct.add_argument("branch", nargs="?", help="branch name (default: the newest)")
+    ct.set_defaults(func=cmd_contest)
 
     sr = sub.add_parser("series", help="list stored series, or show one with its check results")
     sr.add_argument("id", nargs="?", type=int, help="series id (omit to list)")

@@ -11,12 +11,15 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from patchci.errors import ConfigError
 from patchci.model import Tree
+
+if TYPE_CHECKING:
+    from patchci.brancher import StreamConfig
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 DEFAULT_CHECKS = ("signed_off_by", "fixes_tag", "series_format")
@@ -69,6 +72,42 @@ class TreeConfig(_Model):
         return self
 
 
+class StreamSettings(_Model):
+    """One `[[streams]]` entry: a branch stream of a tree and the tests run on it."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    tree: str  # a [[trees]] name: its series go into the branches
+    prefix: str | None = None  # default "<name>-"
+    base_branch: str | None = None  # default the tree's branch
+    merges: tuple[str, ...] = ()
+    every_hours: Annotated[int, Field(ge=1)] = 3
+    gate_checks: tuple[str, ...] = ("apply", "signed_off_by")
+    keep_days: Annotated[int, Field(ge=1)] = 5
+    push_remote: str | None = None
+    accept_warn: bool = True
+    tests_dir: str = "tools/testing/selftests/net"  # executables in it, relative to the tree
+    test_timeout: Annotated[float, Field(gt=0)] = 300.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 1
+    jobs: Annotated[int, Field(ge=1, le=64)] = 1
+    build_command: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+
+    def stream_config(self, tree: TreeConfig) -> StreamConfig:
+        from patchci.brancher import StreamConfig
+
+        return StreamConfig(
+            name=self.name,
+            prefix=self.prefix if self.prefix is not None else f"{self.name}-",
+            base_branch=self.base_branch or tree.branch,
+            merges=self.merges,
+            every_hours=self.every_hours,
+            gate_checks=self.gate_checks,
+            keep_days=self.keep_days,
+            push_remote=self.push_remote,
+            accept_warn=self.accept_warn,
+        )
+
+
 class CheckConfig(_Model):
     kind: str | None = None
     timeout: Annotated[float, Field(gt=0)] | None = None
@@ -94,6 +133,7 @@ class Settings(_Model):
     trees: tuple[TreeConfig, ...] = ()
     checks: dict[str, CheckConfig] = Field(default_factory=dict)
     report: ReportConfig = ReportConfig()
+    streams: tuple[StreamSettings, ...] = ()
 
     @field_validator("trees")
     @classmethod
@@ -106,6 +146,14 @@ class Settings(_Model):
     def _unique_sources(cls, v: tuple[Source, ...]) -> tuple[Source, ...]:
         _unique([s.name for s in v], "sources")
         return v
+
+    @model_validator(mode="after")
+    def _streams_name_trees(self) -> Settings:
+        names = {t.name for t in self.trees}
+        for s in self.streams:
+            if s.tree not in names:
+                raise ValueError(f"streams.{s.name}.tree: no [[trees]] entry named {s.tree!r}")
+        return self
 
     @model_validator(mode="after")
     def _known_checks(self) -> Settings:

@@ -186,11 +186,17 @@ def run_demo(root: Path, *, fresh: bool = True) -> int:
         table, bad = _series_table(store, samples, pw_ids)
         console.print(table)
         console.print(_patchwork_table(emu, pw_ids))
+        from patchci.demo.contest_demo import run_contest_demo
+
+        contest_ok = run_contest_demo(root, store, settings, emu, console)
     console.print(f"database: {settings.db_url}")
     console.print(f"check logs: {settings.data_path / 'logs'}")
     console.print(f"show one series: patchci --data-dir {root} series <id>")
-    if bad:
-        console.print(f"[bold red]{bad} sample(s) did not end as expected[/]")
+    if bad or not contest_ok:
+        console.print(
+            f"[bold red]{bad} sample(s) did not end as expected; "
+            f"contest as expected: {contest_ok}[/]"
+        )
         return 1
     console.print("[green]every sample series ended as expected[/]")
     return 0

@@ -303,9 +303,31 @@ def _not_applying(git: Git) -> bytes:
     )
 
 
+def contest_samples(git: Git) -> list[Sample]:
+    """Series for the contest demo: clean for the gate checks, but the first one lowers
+    FOO_MAX_QUEUES so `foo_queues.sh` fails on any branch that includes it."""
+    return [
+        Sample(
+            "clean series that breaks a selftest",
+            _format(
+                git,
+                "main",
+                [
+                    (
+                        f"foo: cap the queue count at 8\n\nFewer queues, less memory.\n\n{SOB}",
+                        _replace("drivers/net/foo.c", "FOO_MAX_QUEUES 16", "FOO_MAX_QUEUES 8"),
+                    ),
+                ],
+                "PATCH net-next",
+                None,
+            ),
+        )
+    ]
+
+
 def write_inbox(path: Path, samples: list[Sample]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"".join(s.mbox for s in samples))
 
 
-__all__ = ["Sample", "build_samples", "write_files", "write_inbox"]
+__all__ = ["Sample", "build_samples", "contest_samples", "write_files", "write_inbox"]

@@ -131,7 +131,7 @@ F:\ttools/testing/selftests/net/
 
 SELFTEST_MAKEFILE = """\
 # SPDX-License-Identifier: GPL-2.0
-TEST_PROGS := foo_basic.sh foo_queues.sh
+TEST_PROGS := foo_basic.sh foo_queues.sh foo_link.sh foo_stress.sh
 """
 
 SELFTEST_BASIC = """\
@@ -147,13 +147,73 @@ echo "ok 2 foo_xmit # time=3ms"
 SELFTEST_QUEUES = """\
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
+# The driver must accept 4, 8 and 16 queues: reads FOO_MAX_QUEUES from the source.
+src="$(dirname "$0")/../../../../drivers/net/foo.c"
+max=$(sed -n 's/^#define FOO_MAX_QUEUES \\([0-9]*\\).*/\\1/p' "$src")
 echo "TAP version 13"
 echo "1..1"
-echo "# Subtest: foo_queues"
+echo "    # Subtest: foo_queues"
+echo "    1..3"
+n=0
+fail=0
+for q in 4 8 16; do
+\tn=$((n + 1))
+\tif [ "${max:-0}" -ge "$q" ]; then
+\t\techo "    ok $n queues_$q"
+\telse
+\t\techo "    # FOO_MAX_QUEUES is ${max:-unset}, cannot open $q queues"
+\t\techo "    not ok $n queues_$q"
+\t\tfail=1
+\tfi
+done
+if [ "$fail" = 0 ]; then echo "ok 1 foo_queues"; else echo "not ok 1 foo_queues"; fi
+"""
+
+# Flaky on purpose: the link "does not come up" on the first run in a state directory
+# ($PATCHCI_DEMO_STATE), then passes, so a retry turns the failure into a flake.
+SELFTEST_LINK = """\
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+echo "TAP version 13"
+echo "1..1"
+state="${PATCHCI_DEMO_STATE:-}"
+if [ -z "$state" ]; then
+\techo "ok 1 foo_link_up # SKIP PATCHCI_DEMO_STATE is not set"
+\texit 0
+fi
+mkdir -p "$state"
+if [ -e "$state/foo_link.ran" ]; then
+\techo "ok 1 foo_link_up # time=12ms"
+else
+\t: > "$state/foo_link.ran"
+\techo "# link did not come up within 10ms"
+\techo "not ok 1 foo_link_up"
+fi
+"""
+
+# Its subtests pass, but the "kernel" warns on the way: crash detection must see it.
+SELFTEST_STRESS = """\
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+echo "TAP version 13"
+echo "1..1"
+echo "    # Subtest: foo_stress"
 echo "    1..2"
-echo "    ok 1 queues_4"
-echo "    ok 2 queues_8"
-echo "ok 1 foo_queues"
+echo "    ok 1 xmit_burst"
+echo "------------[ cut here ]------------"
+echo "WARNING: CPU: 0 PID: 1 at drivers/net/foo.c:42 foo_xmit+0x1a/0x40"
+echo "Modules linked in: foo"
+echo "CPU: 0 PID: 1 Comm: foo_stress.sh Not tainted 6.12.0-demo #1"
+echo "RIP: 0010:foo_xmit+0x1a/0x40"
+echo "Call Trace:"
+echo " <TASK>"
+echo " dev_queue+0x2c/0x60"
+echo " foo_stress_run+0x51/0x90"
+echo " do_syscall_64+0x5d/0x170"
+echo " </TASK>"
+echo "---[ end trace 0000000000000000 ]---"
+echo "    ok 2 xmit_reset"
+echo "ok 1 foo_stress"
 """
 
 FILES_BASE = {
@@ -166,6 +226,8 @@ FILES_BASE = {
     "tools/testing/selftests/net/Makefile": SELFTEST_MAKEFILE,
     "tools/testing/selftests/net/foo_basic.sh": SELFTEST_BASIC,
     "tools/testing/selftests/net/foo_queues.sh": SELFTEST_QUEUES,
+    "tools/testing/selftests/net/foo_link.sh": SELFTEST_LINK,
+    "tools/testing/selftests/net/foo_stress.sh": SELFTEST_STRESS,
     ".gitignore": "*.o\ndemo\n",
 }
 

@@ -53,8 +53,20 @@ def deliver_checks(
     log_url: Callable[[CheckResult], str | None],
     context_prefix: str = "",
 ) -> DeliveryStats:
+    posts = render_checks(results, patch_ids, log_url, context_prefix)
+    return deliver_posts(store, client, target, series_id, posts)
+
+
+def deliver_posts(
+    store: Store,
+    client: PatchworkClient,
+    target: str,
+    series_id: int,
+    posts: Sequence[CheckPost],
+) -> DeliveryStats:
+    """Post already rendered checks (e.g. contest verdicts) through the same ledger."""
     posted = unchanged = reconciled = failed = 0
-    for post in render_checks(results, patch_ids, log_url, context_prefix):
+    for post in posts:
         fp = post.fingerprint()
         last = store.last_delivery(target, post.patch_id, post.context)
         if last is not None and last.fingerprint == fp:

@@ -1,0 +1,414 @@
+"""Contest stage: series that passed their gate → test branch → executor → results → checks.
+
+Wires the pure and adapter pieces together, as NIPA's brancher + executors + contest
+reporter do: `candidates` reads what the pipeline stored, `cut_and_run` cuts a branch
+(`brancher`), runs the tests on a scratch worktree of it (an `Executor`) and stores both
+(`ResultsStore`); `contest_posts` turns the stored runs into one `contest` check per patch
+(`report.contest`), and `post_contest` delivers them through the same idempotent ledger as
+the per-patch checks. `find_culprits` re-runs regressed tests on each series' tip of the
+branch to say which series broke which test.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from patchci.brancher import (
+    Candidate,
+    Manifest,
+    StreamConfig,
+    cut_branch,
+    list_branches,
+    plan_branch,
+    series_outcomes,
+)
+from patchci.config import Settings, StreamSettings
+from patchci.db.results import BranchRow, ResultsStore
+from patchci.db.store import NotFound, Store
+from patchci.errors import ConfigError, InfraError
+from patchci.executor.base import RUN_ERROR, Executor, RunResult, TestResult, TestSpec, namify
+from patchci.executor.local import LocalExecutor
+from patchci.git import Git
+from patchci.model import Series
+from patchci.report.console import outcome_text, plain
+from patchci.report.contest import FAIL, ContestSummary, SeriesRef, failed, render_contest
+from patchci.report.contest import summarise as summarise_runs
+from patchci.report.deliver import DeliveryStats, deliver_posts
+from patchci.report.patchwork import CheckPost
+from patchci.sources.patchwork import PatchworkClient
+
+log = logging.getLogger(__name__)
+
+MBOX_FROM = b"From patchci Mon Sep 17 00:00:00 2001\n"
+
+
+# -- reading the pipeline's results --------------------------------------------------------
+
+
+def candidates(store: Store, tree: str, limit: int = 1000) -> list[Candidate]:
+    """Stored series routed to *tree*, with the worst outcome of each of their checks."""
+    out = []
+    for row in store.list_series(limit=limit):
+        if row.tree != tree:
+            continue
+        outcomes = series_outcomes(store.latest_results(row.id))
+        out.append(Candidate(row.id, row.name, row.created_at, outcomes, row.state))
+    return out
+
+
+def series_mbox(series: Series) -> bytes:
+    """The series' patches as one mbox for `git am`, rebuilt from the stored raw mails."""
+    parts = []
+    for p in series.patches:
+        raw = p.raw if p.raw.endswith(b"\n") else p.raw + b"\n"
+        parts.append(raw if raw.startswith(b"From ") else MBOX_FROM + raw)
+    return b"".join(parts)
+
+
+def selftest_specs(repo: Path, rev: str, rel_dir: str, timeout: float = 300.0) -> list[TestSpec]:
+    """One test per executable file of *rel_dir* at *rev* (read from git, so the user's
+    checkout is not looked at), run from that directory of the branch worktree."""
+    git = Git(repo)
+    res = git.run("ls-tree", "-z", f"{rev}:{rel_dir}", check=False)
+    if not res.ok:
+        raise InfraError(f"no test directory {rel_dir} at {rev} in {repo}: {res.output.strip()}")
+    group = namify(Path(rel_dir).name)
+    specs = []
+    for entry in sorted(e for e in res.stdout.split("\x00") if e):
+        meta, _, name = entry.partition("\t")
+        if meta.split()[0] == "100755":
+            specs.append(TestSpec(group, namify(name), f"./{name}", timeout, Path(rel_dir)))
+    return specs
+
+
+# -- branch + run --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContestRun:
+    manifest: Manifest
+    run: RunResult
+    branch_id: int
+
+
+def _last_branch_time(git: Git, prefix: str) -> datetime | None:
+    existing = list_branches(git, prefix)
+    return existing[-1][1] if existing else None
+
+
+def _run_tests(
+    git: Git, name: str, head: str, executor: Executor, tests: Sequence[TestSpec], out: Path
+) -> RunResult:
+    """Run *tests* on a scratch worktree at *head*; our failures become an "error" run."""
+    started = datetime.now(UTC)
+    try:
+        with git.scratch_worktree(head, out.parent / f"{out.name}-wt") as wt:
+            return executor.run(name, wt.repo, tests, out)
+    except (InfraError, OSError) as e:
+        log.error("branch %s: executor %s failed: %s", name, executor.name, e)
+        return RunResult(executor.name, name, started, datetime.now(UTC), RUN_ERROR, str(e))
+
+
+def cut_and_run(
+    store: Store,
+    results: ResultsStore,
+    *,
+    tree_path: Path,
+    tree: str,
+    stream: StreamConfig,
+    executor: Executor,
+    tests: Sequence[TestSpec],
+    now: datetime,
+    work_dir: Path,
+    include: Collection[int] | None = None,
+) -> ContestRun:
+    """Cut the branch of *stream* for *now* on demand (whether or not it is due), run
+    *tests* on it and store both. *include*, when given, limits the series considered
+    (an empty one cuts a baseline branch of the base alone). Series kept out by the gate
+    are recorded in the manifest's `left_out` with the gate's reason."""
+    git = Git(tree_path)
+    cands = candidates(store, tree)
+    if include is not None:
+        cands = [c for c in cands if c.series_id in include]
+    plan = plan_branch(stream, now, cands, _last_branch_time(git, stream.prefix))
+    log.info("branch %s: %d series planned (due: %s)", plan.name, len(plan.include), plan.due)
+    mboxes = {c.series_id: series_mbox(store.load_series(c.series_id)) for c in plan.include}
+    manifest = cut_branch(git, plan, stream, mboxes, work_dir / "branches")
+    gated = tuple((c.series_id, why) for c, why in plan.excluded)
+    manifest = replace(manifest, left_out=manifest.left_out + gated)
+    branch_id = results.save_branch(manifest)
+    out = work_dir / "runs" / manifest.name / namify(executor.name)
+    run = _run_tests(git, manifest.name, manifest.head, executor, tests, out)
+    results.save_run(branch_id, run)
+    return ContestRun(manifest, run, branch_id)
+
+
+# -- verdicts and checks -------------------------------------------------------------------
+
+
+def contest_summary(results: ResultsStore, branch: str) -> ContestSummary:
+    """The branch's newest runs against the previous branch of its stream."""
+    prev = results.previous_branch(branch)
+    previous = results.branch_results(prev.name) if prev is not None else None
+    return summarise_runs(branch, results.branch_results(branch), previous)
+
+
+def contest_posts(
+    store: Store, results: ResultsStore, branch: str, target_url: str | None = None
+) -> list[tuple[int, CheckPost]]:
+    """One `contest` check per Patchwork patch of every series in *branch*."""
+    row = results.branch(branch)
+    summary = contest_summary(results, branch)
+    out: list[tuple[int, CheckPost]] = []
+    for sid in row.series:
+        pids = tuple(p.pw_id for p in store.load_series(sid).patches if p.pw_id is not None)
+        out += [(sid, post) for post in render_contest(summary, [SeriesRef(sid, pids)], target_url)]
+    return out
+
+
+def post_contest(
+    store: Store,
+    results: ResultsStore,
+    client: PatchworkClient,
+    branch: str,
+    target_url: str | None = None,
+) -> DeliveryStats:
+    """Deliver the branch's contest checks once per change (the deliveries ledger)."""
+    by_series: dict[int, list[CheckPost]] = {}
+    for sid, post in contest_posts(store, results, branch, target_url):
+        by_series.setdefault(sid, []).append(post)
+    total = [0, 0, 0, 0]
+    for sid, posts in by_series.items():
+        stats = deliver_posts(store, client, f"patchwork:{client.url}", sid, posts)
+        for i, n in enumerate((stats.posted, stats.unchanged, stats.reconciled, stats.failed)):
+            total[i] += n
+    return DeliveryStats(*total)
+
+
+def series_tips(git: Git, manifest: Manifest, store: Store) -> list[tuple[int, str]]:
+    """(series id, commit) after each series of the branch was applied, in order."""
+    res = git.run("rev-list", "--reverse", "--first-parent", f"{manifest.base}..{manifest.head}")
+    commits = res.stdout.split()
+    tips, n = [], 0
+    for sid in manifest.series:
+        n += len(store.load_series(sid).patches)
+        if n > len(commits):
+            raise InfraError(f"branch {manifest.name}: fewer commits than series patches")
+        tips.append((sid, commits[n - 1]))
+    return tips
+
+
+def find_culprits(
+    store: Store,
+    tree_path: Path,
+    manifest: Manifest,
+    executor: Executor,
+    tests: Sequence[TestSpec],
+    regressed: Collection[tuple[str, str]],
+    work_dir: Path,
+) -> dict[tuple[str, str], int]:
+    """For each regressed (group, name): the first series of the branch after which it
+    fails. A linear search over series tips, enough for a handful of series per branch."""
+    git = Git(tree_path)
+    todo = [t for t in tests if t.key in regressed]
+    blamed: dict[tuple[str, str], int] = {}
+    for sid, tip in series_tips(git, manifest, store):
+        if not todo:
+            break
+        out = work_dir / "culprits" / manifest.name / f"series-{sid}"
+        run = _run_tests(git, f"{manifest.name}@{sid}", tip, executor, todo, out)
+        hit = {t.key for t in run.tests if failed(t)}
+        for key in hit:
+            blamed[key] = sid
+            log.info("branch %s: %s/%s broken by series %d", manifest.name, *key, sid)
+        todo = [t for t in todo if t.key not in hit]
+    return blamed
+
+
+# -- console rendering ---------------------------------------------------------------------
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def branch_table(row: BranchRow, names: Mapping[int, str]) -> Table:
+    t = Table(title=Text(f"branch {row.name} (base {row.base[:12]})"), title_justify="left")
+    t.add_column("series", no_wrap=True)
+    t.add_column("name", overflow="fold")
+    t.add_column("in branch", no_wrap=True)
+    t.add_column("reason", overflow="fold")
+    for sid in row.series:
+        t.add_row(str(sid), plain(names.get(sid, "?")), Text("yes", style="green"), "")
+    for sid, why in row.left_out:
+        t.add_row(str(sid), plain(names.get(sid, "?")), Text("no", style="yellow"), plain(why))
+    return t
+
+
+def _test_rows(r: TestResult) -> Iterable[tuple[Text, ...]]:
+    crash = ", ".join(f"{c.kind}: {c.title}" for c in r.real_crashes)
+    retry = outcome_text(r.retry_outcome) if r.retry_outcome else Text("-", style="dim")
+    yield (plain(r.group), plain(r.name), outcome_text(r.outcome), retry,
+           Text(_secs(r.duration)), plain(crash))  # fmt: skip
+    for s in r.subtests:
+        sretry = outcome_text(s.retry_outcome) if s.retry_outcome else Text("")
+        yield (Text(""), plain("  " * s.depth + s.name), outcome_text(s.outcome), sretry,
+               Text(_secs(s.duration) if s.duration is not None else ""), Text(""))  # fmt: skip
+
+
+def results_table(run: RunResult) -> Table:
+    title = f"run of {run.executor} on {run.branch}: {run.status}"
+    if run.error:
+        title += f" ({run.error})"
+    t = Table(title=Text(title), title_justify="left")
+    for col in ("group", "test", "outcome", "retry", "time", "crash"):
+        t.add_column(col, overflow="fold", no_wrap=col in ("outcome", "retry", "time"))
+    for r in run.tests:
+        for cells in _test_rows(r):
+            t.add_row(*cells)
+    return t
+
+
+# -- CLI handlers --------------------------------------------------------------------------
+
+
+def configured_streams(settings: Settings) -> tuple[StreamSettings, ...]:
+    """`settings.streams` once config.Settings has the field; validated either way."""
+    return settings.streams
+
+
+def _pick(settings: Settings, name: str | None) -> list[StreamSettings]:
+    streams = configured_streams(settings)
+    if name is not None:
+        streams = tuple(s for s in streams if s.name == name)
+        if not streams:
+            raise ConfigError(f"streams: no stream named {name!r}")
+    if not streams:
+        raise ConfigError("no [[streams]] configured: add one to the config file")
+    return list(streams)
+
+
+def executor_for(ss: StreamSettings) -> LocalExecutor:
+    return LocalExecutor(
+        f"local-{ss.name}", ss.build_command or None, retries=ss.retries, jobs=ss.jobs,
+        timeout=ss.test_timeout, env=ss.env,
+    )  # fmt: skip
+
+
+def _branch_now(
+    settings: Settings, ss: StreamSettings, store: Store, results: ResultsStore, console: Console
+) -> int:
+    tree = settings.tree(ss.tree)
+    stream = ss.stream_config(tree)
+    path = settings.tree_path(tree)
+    tests = selftest_specs(path, stream.base_branch, ss.tests_dir, ss.test_timeout)
+    done = cut_and_run(
+        store, results, tree_path=path, tree=tree.name, stream=stream,
+        executor=executor_for(ss), tests=tests, now=datetime.now(UTC),
+        work_dir=settings.data_path / "contest",
+    )  # fmt: skip
+    _show(store, results, done.manifest.name, console)
+    if done.run.status == RUN_ERROR:
+        return 2
+    return 1 if contest_summary(results, done.manifest.name).state == FAIL else 0
+
+
+def _names(store: Store, ids: Iterable[int]) -> dict[int, str]:
+    out = {}
+    for sid in ids:
+        try:
+            out[sid] = store.series_row(sid).name
+        except NotFound:
+            out[sid] = "(not in the database)"
+    return out
+
+
+def _show(store: Store, results: ResultsStore, branch: str, console: Console) -> ContestSummary:
+    row = results.branch(branch)
+    console.print(branch_table(row, _names(store, [*row.series, *(s for s, _ in row.left_out)])))
+    for run in results.branch_results(branch):
+        console.print(results_table(run))
+    summary = contest_summary(results, branch)
+    console.print(Text(f"contest: {summary.state}: {summary.description}"))
+    return summary
+
+
+def _open(settings: Settings) -> tuple[Store, ResultsStore]:
+    store = Store.open(settings.db_url)
+    return store, ResultsStore(store.engine)
+
+
+def cmd_branch_now(settings: Settings, stream_name: str | None = None) -> int:
+    """`patchci branch-now [STREAM]`: cut, test and store a branch of each stream now."""
+    console = Console()
+    store, results = _open(settings)
+    try:
+        codes = [
+            _branch_now(settings, ss, store, results, console)
+            for ss in _pick(settings, stream_name)
+        ]
+    except (ConfigError, InfraError) as e:
+        console.print(Text(f"error: {e}", style="bold red"))
+        return 2
+    finally:
+        store.close()
+    return max(codes, default=0)
+
+
+def _latest_branch(settings: Settings, results: ResultsStore) -> str | None:
+    found: list[tuple[datetime, str]] = []
+    for ss in configured_streams(settings):
+        tree = settings.tree(ss.tree)
+        prefix = ss.stream_config(tree).prefix
+        for name, when in list_branches(Git(settings.tree_path(tree)), prefix):
+            try:
+                results.branch(name)
+            except NotFound:
+                continue
+            found.append((when, name))
+    return max(found)[1] if found else None
+
+
+def cmd_contest_show(settings: Settings, branch: str | None = None) -> int:
+    """`patchci contest [BRANCH]`: a branch's series, test results and contest verdict."""
+    console = Console()
+    store, results = _open(settings)
+    try:
+        name = branch or _latest_branch(settings, results)
+        if name is None:
+            console.print("no branch with results yet (run `patchci branch-now`)")
+            return 2
+        summary = _show(store, results, name, console)
+    except NotFound as e:
+        console.print(Text(f"not found: {e}", style="bold red"))
+        return 2
+    except ConfigError as e:
+        console.print(Text(f"error: {e}", style="bold red"))
+        return 2
+    finally:
+        store.close()
+    return 1 if summary.state == FAIL else 0
+
+
+__all__ = [
+    "ContestRun",
+    "StreamSettings",
+    "candidates",
+    "cmd_branch_now",
+    "cmd_contest_show",
+    "contest_posts",
+    "contest_summary",
+    "cut_and_run",
+    "find_culprits",
+    "post_contest",
+    "selftest_specs",
+    "series_mbox",
+]
