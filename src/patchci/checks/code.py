@@ -1,0 +1,227 @@
+"""Small diff-based code checks (cheap, no build): source_inline, header_inline,
+deprecated_api, check_selftest. Each reads `git show` of the patch's commit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchci.checks.base import Check, CheckContext, Verdict
+from patchci.errors import ConfigError
+from patchci.git import Git
+from patchci.model import Outcome, Scope
+
+_DIFF_GIT = re.compile(r"^diff --git a/(?P<a>.+?) b/(?P<b>.+)$")
+
+
+@dataclass
+class FileDiff:
+    """The added and removed lines of one file (without the +/- marker)."""
+
+    path: str
+    new_file: bool = False
+    deleted: bool = False
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def parse_diff(text: str) -> list[FileDiff]:
+    """Split a `git show`/`git diff` into per-file added and removed lines. Never raises."""
+    files: list[FileDiff] = []
+    cur: FileDiff | None = None
+    in_hunk = False
+    for line in text.splitlines():
+        m = _DIFF_GIT.match(line)
+        if m:
+            cur = FileDiff(m.group("b"))
+            files.append(cur)
+            in_hunk = False
+            continue
+        if cur is None:
+            continue
+        if not in_hunk:
+            if line.startswith("new file mode"):
+                cur.new_file = True
+            elif line.startswith("deleted file mode"):
+                cur.deleted = True
+            elif line.startswith("+++ b/"):
+                cur.path = line[6:]
+            elif line.startswith("@@"):
+                in_hunk = True
+            continue
+        if line.startswith("+"):
+            cur.added.append(line[1:])
+        elif line.startswith("-"):
+            cur.removed.append(line[1:])
+    return files
+
+
+def _show(ctx: CheckContext) -> list[FileDiff]:
+    git = Git(ctx.worktree, deadline=ctx.deadline)
+    text = git.run("show", "--format=", "--no-renames", "--no-color", "--no-ext-diff",
+                   ctx.commit).stdout  # fmt: skip
+    return parse_diff(text)
+
+
+def _strings(options: Mapping[str, Any], key: str, default: Sequence[str]) -> list[str]:
+    value = options.get(key, list(default))
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"check option {key!r} must be a list of strings")
+    return list(value)
+
+
+class _DiffCheck(Check):
+    scope = Scope.PATCH
+    tools = ("git",)
+    default_timeout = 60.0
+
+
+_INLINE = re.compile(r"\binline\b")
+
+
+class SourceInline(_DiffCheck):
+    """`inline` in .c files: let the compiler decide. None added: PASS; no more than the
+    patch removes (code moved): WARN; more: FAIL."""
+
+    name = "source_inline"
+    description = "No new inline keyword in .c files"
+
+    def run(self, ctx: CheckContext) -> Verdict:
+        added: list[str] = []
+        removed = 0
+        for f in _show(ctx):
+            if f.path.endswith(".c"):
+                added += [f"{f.path}: {ln.strip()}" for ln in f.added if _INLINE.search(ln)]
+                removed += sum(1 for ln in f.removed if _INLINE.search(ln))
+        body = "\n".join(added) + "\n"
+        if not added:
+            return Verdict(Outcome.PASS, "no inline keyword added in .c files")
+        desc = f"inline keyword in .c files: added {len(added)}, removed {removed}"
+        return Verdict(Outcome.WARN if len(added) <= removed else Outcome.FAIL, desc, body)
+
+
+# "static int foo(" but not "static inline", "static __always_inline", a prototype or data.
+_STATIC_FN = re.compile(r"^static\s+(?!.*inline)[^;=]*\w\s*\(")
+
+
+class HeaderInline(_DiffCheck):
+    """A `static` function defined in a header without `inline` is duplicated (and warns as
+    unused) in every file that includes it: FAIL."""
+
+    name = "header_inline"
+    description = "Static functions in headers are inline"
+
+    def run(self, ctx: CheckContext) -> Verdict:
+        hits = [
+            f"{f.path}: {ln.strip()}"
+            for f in _show(ctx)
+            if f.path.endswith(".h")
+            for ln in f.added
+            if _STATIC_FN.match(ln) and not ln.rstrip().endswith(";")
+        ]
+        if hits:
+            return Verdict(Outcome.FAIL, f"static functions without inline in headers: "
+                           f"{len(hits)}", "\n".join(hits) + "\n")  # fmt: skip
+        return Verdict(Outcome.PASS, "no static non-inline function added to a header")
+
+
+DEFAULT_FAIL = ("module_param",)
+DEFAULT_WARN = ("dev_hold(", "dev_put(", "put_net(", "get_net(", "init_dummy_netdev(", "__free(")
+DEFAULT_PATHS = {"__free(": ["drivers/net/"]}
+
+
+class DeprecatedApi(_DiffCheck):
+    """APIs whose use may not grow. Options: `fail` (list of substrings; more uses added
+    than removed is FAIL, default `["module_param"]`), `warn` (same, WARN; default netdev's
+    dev_hold/dev_put/put_net/get_net/init_dummy_netdev/__free), `paths` (table: API →
+    path prefixes it is restricted to; default `{"__free(" = ["drivers/net/"]}`)."""
+
+    name = "deprecated_api"
+    description = "No new use of deprecated APIs"
+
+    def run(self, ctx: CheckContext) -> Verdict:
+        fail = _strings(self.options, "fail", DEFAULT_FAIL)
+        warn = _strings(self.options, "warn", DEFAULT_WARN)
+        paths = self.options.get("paths", DEFAULT_PATHS)
+        if not isinstance(paths, Mapping):
+            raise ConfigError("deprecated_api option 'paths' must be a table")
+        diffs = _show(ctx)
+        grew: dict[str, int] = {}
+        for api in dict.fromkeys([*fail, *warn]):
+            prefixes = tuple(paths.get(api, ()))
+            files = [f for f in diffs if not prefixes or f.path.startswith(prefixes)]
+            delta = sum(ln.count(api) for f in files for ln in f.added) - sum(
+                ln.count(api) for f in files for ln in f.removed
+            )
+            if delta > 0:
+                grew[api] = delta
+        if not grew:
+            return Verdict(Outcome.PASS, "no new use of deprecated APIs")
+        desc = "more uses of: " + ", ".join(f"{a} (+{n})" for a, n in grew.items())
+        outcome = Outcome.FAIL if any(a in fail for a in grew) else Outcome.WARN
+        return Verdict(outcome, desc[:250], desc + "\n")
+
+
+SELFTESTS = "tools/testing/selftests/"
+
+
+def _mentions(path: Path, word: str) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"(?<![\w.-]){re.escape(word)}(?![\w.-])", text) is not None
+
+
+def _makefile_for(root: Path, rel: str) -> Path | None:
+    """The Makefile of *rel*'s directory, or of the nearest parent below selftests/."""
+    d = Path(rel).parent
+    while str(d).startswith(SELFTESTS.rstrip("/")) and str(d) != SELFTESTS.rstrip("/"):
+        if (root / d / "Makefile").is_file():
+            return root / d / "Makefile"
+        d = d.parent
+    return None
+
+
+def selftest_problems(root: Path, new_files: Sequence[str]) -> list[str]:
+    """What a new selftest misses: scripts in the Makefile, C programs in the Makefile
+    and in .gitignore (the built binary must not show as untracked)."""
+    problems: list[str] = []
+    for rel in new_files:
+        name = Path(rel).name
+        if name.endswith((".sh", ".py")):
+            mk = _makefile_for(root, rel)
+            if mk is None or not _mentions(mk, name):
+                problems.append(f"{rel}: not listed in the Makefile (TEST_PROGS etc.)")
+        elif name.endswith(".c") and not name.endswith(".bpf.c"):
+            stem = name[:-2]
+            mk = _makefile_for(root, rel)
+            if mk is None or not (_mentions(mk, stem) or _mentions(mk, name)):
+                problems.append(f"{rel}: program {stem} not listed in the Makefile")
+            ignore = (mk.parent if mk else root / Path(rel).parent) / ".gitignore"
+            if not (_mentions(ignore, stem) or _mentions(ignore, "/" + stem)):
+                problems.append(f"{rel}: program {stem} not in {ignore.relative_to(root)}")
+    return problems
+
+
+class CheckSelftest(_DiffCheck):
+    """New selftests are wired up: a new .sh/.py under tools/testing/selftests/ is in its
+    directory's Makefile; a new .c (not .bpf.c) is in the Makefile and the .gitignore."""
+
+    name = "check_selftest"
+    description = "New selftests are listed in their Makefile and .gitignore"
+
+    def run(self, ctx: CheckContext) -> Verdict:
+        new = [f.path for f in _show(ctx) if f.new_file and f.path.startswith(SELFTESTS)]
+        if not new:
+            return Verdict(Outcome.PASS, "no new selftest files")
+        problems = selftest_problems(ctx.worktree, new)
+        if problems:
+            return Verdict(Outcome.FAIL, f"selftest not wired up: {problems[0]}"
+                           + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
+                           "\n".join(problems) + "\n")  # fmt: skip
+        return Verdict(Outcome.PASS, f"new selftest files wired up: {len(new)}")
