@@ -5,14 +5,15 @@
 set -euo pipefail
 what=${1:-test}
 
-pkgs_demo=(git gcc make perl)
-pkgs_test=("${pkgs_demo[@]}" postgresql linux-source-6.1)
+pkgs_demo=(git gcc make perl xz-utils linux-source-6.1)
+pkgs_test=("${pkgs_demo[@]}" postgresql)
 
 declare -A probe=(
   [git]="command -v git"
   [gcc]="command -v gcc"
   [make]="command -v make"
   [perl]="command -v perl"
+  [xz-utils]="command -v xz"
   [postgresql]="ls /usr/lib/postgresql/*/bin/initdb"
   [linux-source-6.1]="ls /usr/src/linux-source-6.1.tar.xz"
 )

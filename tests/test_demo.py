@@ -23,7 +23,7 @@ def test_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     try:
         rows = store.list_series(limit=50)
         states = sorted(r.state for r in rows)
-        assert states.count("reported") == 8 and states.count("incomplete") == 1
+        assert states.count("reported") == 12 and states.count("incomplete") == 1
         incomplete = next(r for r in rows if r.state == "incomplete")
         assert "2 of 3" in incomplete.state_reason
     finally:

@@ -20,6 +20,7 @@ from rich.text import Text
 from patchci.config import Settings, build_settings
 from patchci.daemon import make_client, open_store, run_cycle
 from patchci.db.store import Store
+from patchci.demo.check_samples import build_check_samples
 from patchci.demo.series import Sample, build_samples, write_inbox
 from patchci.demo.tree import build_tree
 from patchci.devtools.pwemu import PatchworkEmulator
@@ -28,12 +29,16 @@ from patchci.report.console import outcome_text, plain
 
 TOKEN_ENV = "PATCHCI_DEMO_PW_TOKEN"
 SOURCE = "demo-pw"
-CHECKS = ("tree_selection", "apply", "signed_off_by", "fixes_tag", "series_format")
+CHECKS = (
+    "tree_selection", "apply", "signed_off_by", "fixes_tag", "series_format", "build",
+    "cc_maintainers", "kdoc",
+)  # fmt: skip
 SHORT = {
     "tree_selection": "tree sel.",
     "signed_off_by": "SoB",
     "series_format": "format",
     "fixes_tag": "Fixes",
+    "cc_maintainers": "Cc maint.",
 }
 
 
@@ -70,7 +75,14 @@ def demo_settings(root: Path, pw_url: str) -> Settings:
                     "checks": list(CHECKS[2:]),
                 },
             ],
-            "checks": {"series_format": {"options": {"max_patches": 15}}},
+            "checks": {
+                "series_format": {"options": {"max_patches": 15}},
+                # The demo tree has a plain Makefile: build in place, no O=, -Wall -Wextra.
+                "build": {
+                    "timeout": 300,
+                    "options": {"build_dir": str(root / "build-cache"), "jobs": 2},
+                },
+            },
         },
         env={},
         origin="demo defaults",
@@ -84,13 +96,15 @@ def _verdicts(results: Sequence[CheckResult]) -> dict[str, Outcome]:
     return {k: worst(v) for k, v in by.items()}
 
 
-def _as_expected(sample: Sample, state: str, verdicts: dict[str, Outcome]) -> bool:
+def _as_expected(
+    sample: Sample, state: str, verdicts: dict[str, Outcome], defaults: dict[str, str]
+) -> bool:
     if sample.expect_state != "checked":
         return state == sample.expect_state
     if state not in ("checked", "reported", "done"):
         return False
     for check in CHECKS:
-        want = sample.expect.get(check, "pass")
+        want = sample.expect.get(check, defaults.get(check, "pass"))
         got = verdicts.get(check)
         if check not in sample.expect and got is None:
             continue  # e.g. no per-patch checks after a failed apply
@@ -100,7 +114,7 @@ def _as_expected(sample: Sample, state: str, verdicts: dict[str, Outcome]) -> bo
 
 
 def _series_table(
-    store: Store, samples: Sequence[Sample], pw_ids: Sequence[int]
+    store: Store, samples: Sequence[Sample], pw_ids: Sequence[int], defaults: dict[str, str]
 ) -> tuple[Table, int]:
     t = Table(title="Sample series through the pipeline", title_justify="left")
     t.add_column("sample", overflow="fold", min_width=22)
@@ -118,7 +132,7 @@ def _series_table(
             row = store.series_row(sid)
             state, tree = row.state, row.tree or "-"
             verdicts = _verdicts(store.latest_results(sid))
-        ok = _as_expected(sample, state, verdicts)
+        ok = _as_expected(sample, state, verdicts, defaults)
         bad += not ok
         cells = [
             outcome_text(verdicts[c]) if c in verdicts else Text("-", style="dim") for c in CHECKS
@@ -159,7 +173,8 @@ def run_demo(root: Path, *, fresh: bool = True) -> int:
     console.rule("[bold]patchci demo")
     with console.status("building the sample tree (C sources, MAINTAINERS, KTAP selftests)"):
         git = build_tree(root / "trees" / "demo")
-        samples = build_samples(git)
+        samples = build_samples(git) + build_check_samples(git)
+        has_kdoc = (Path(git.repo) / "scripts" / "kernel-doc").exists()
         write_inbox(root / "mail" / "inbox.mbox", samples)
     console.print(f"sample tree: {git.repo}  (branches: net, main = net-next)")
     console.print(f"{len(samples)} sample series written to {root / 'mail' / 'inbox.mbox'}")
@@ -183,7 +198,12 @@ def run_demo(root: Path, *, fresh: bool = True) -> int:
             f"second ingest: {second['new']} new, {second['posted']} posted "
             "(nothing changed, nothing posted twice)"
         )
-        table, bad = _series_table(store, samples, pw_ids)
+        if not has_kdoc:
+            console.print(
+                "kernel-doc: no kernel source tarball installed, kdoc skips "
+                "(apt-get install linux-source-6.1)"
+            )
+        table, bad = _series_table(store, samples, pw_ids, {"kdoc": "pass" if has_kdoc else "skip"})
         console.print(table)
         console.print(_patchwork_table(emu, pw_ids))
         from patchci.demo.contest_demo import run_contest_demo

@@ -70,6 +70,8 @@ def _format(
             f"--subject-prefix={prefix}",
             "--to=netdev@vger.example.org",
             "--cc=Fiona Foo <fiona@foo.example.org>",
+            "--cc=Nora Net <nora@net.example.org>",
+            "--cc=Ray Reviewer <ray@example.org>",
             f"{base}..demo-scratch",
         ]
         if cover is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from patchci import proc
 from patchci.git import Git
 
 MAKEFILE = """\
@@ -88,6 +89,11 @@ int dev_queue(struct foo_dev *dev, int len)
 \tif (len <= 0)
 \t\treturn -1;
 \treturn foo_xmit(dev, len);
+}
+
+int dev_mtu(struct foo_dev *dev, int mtu)
+{
+\treturn dev->queues * 1500;
 }
 """
 
@@ -251,12 +257,35 @@ def commit(git: Git, message: str, author: str = MAINTAINER) -> str:
     return sha
 
 
+KERNEL_SOURCES = ("/usr/src/linux-source-6.1.tar.xz", "/usr/src/linux-source-6.12.tar.xz")
+
+
+def add_kernel_doc(root: Path) -> str | None:
+    """Copy scripts/kernel-doc from a Debian kernel source tarball when one is installed,
+    so the demo's kdoc check runs the kernel's own script. Returns why not, or None."""
+    for tarball in KERNEL_SOURCES:
+        if not Path(tarball).exists():
+            continue
+        member = f"{Path(tarball).name.removesuffix('.tar.xz')}/scripts/kernel-doc"
+        out = root / "scripts"
+        out.mkdir(parents=True, exist_ok=True)
+        proc.run(
+            ["tar", "-xJf", tarball, "-C", str(out), "--strip-components=2", member],
+            timeout=300,
+            check=True,
+        )
+        (out / "kernel-doc").chmod(0o755)
+        return None
+    return "no kernel source tarball (apt-get install linux-source-6.1): kdoc will skip"
+
+
 def build_tree(root: Path) -> Git:
     """Create the sample tree with branches `net` (fixes) and `main` (net-next)."""
     root.mkdir(parents=True, exist_ok=True)
     git = Git(root)
     git.run("init", "--quiet", "--initial-branch=main")
     write_files(root, FILES_BASE)
+    add_kernel_doc(root)
     commit(git, "net: import the demo tree\n\nSigned-off-by: " + MAINTAINER)
     foo = (root / "drivers/net/foo.c").read_text()
     write_files(root, {"drivers/net/foo.c": foo.replace("FOO_MAX_QUEUES 8", "FOO_MAX_QUEUES 16")})
