@@ -19,8 +19,9 @@ sysdeps-test:
 	@bash scripts/sysdeps.sh test
 	@bash scripts/vm-deps.sh "$${PATCHCI_VM_CACHE:-/tmp/patchci-vm}"
 
+# Serves the web UI at the end when run from a terminal; prints how to otherwise.
 demo: sysdeps-demo $(STAMP)
-	$(VENV)/bin/patchci demo
+	$(VENV)/bin/patchci demo $$( [ -t 0 ] && [ -t 1 ] && echo --serve )
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -6,7 +6,7 @@ set -euo pipefail
 what=${1:-test}
 
 pkgs_demo=(git gcc make perl xz-utils linux-source-6.1)
-pkgs_test=("${pkgs_demo[@]}" postgresql)
+pkgs_test=("${pkgs_demo[@]}" postgresql chromium)
 
 declare -A probe=(
   [git]="command -v git"
@@ -14,6 +14,7 @@ declare -A probe=(
   [make]="command -v make"
   [perl]="command -v perl"
   [xz-utils]="command -v xz"
+  [chromium]="command -v chromium"
   [postgresql]="ls /usr/lib/postgresql/*/bin/initdb"
   [linux-source-6.1]="ls /usr/src/linux-source-6.1.tar.xz"
 )

@@ -12,7 +12,7 @@ from patchci.cli import build_parser, main
 
 SUBCOMMANDS = [
     [], ["demo"], ["ingest"], ["process"], ["check"], ["series"], ["db"], ["db", "upgrade"],
-    ["config"], ["config", "check"], ["ktap"], ["ktap", "parse"], ["branch"], ["contest"],
+    ["config"], ["config", "check"], ["ktap"], ["ktap", "parse"], ["branch"], ["contest"], ["serve"],
 ]
 
 

@@ -129,10 +129,26 @@ def cmd_contest(args: argparse.Namespace) -> int:
     return cmd_contest_show(_settings(args), args.branch)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from patchci.web.serve import serve
+
+    return serve(_settings(args), host=args.host, port=args.port)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from patchci.demo.run import run_demo
 
-    return run_demo(Path(args.dir), fresh=not args.keep)
+    rc = run_demo(Path(args.dir), fresh=not args.keep)
+    if args.serve:
+        from patchci.config import load_settings
+        from patchci.web.serve import serve
+
+        settings = load_settings(None, overrides={"data_dir": str(Path(args.dir).resolve())})
+        print(f"web UI: http://127.0.0.1:{args.port}/  (Ctrl-C to stop)", flush=True)
+        serve(settings, host="127.0.0.1", port=args.port)
+    else:
+        print(f"web UI: patchci --data-dir {args.dir} serve  (then http://127.0.0.1:{args.port}/)")
+    return rc
 
 
 # ---------------------------------------------------------------- parser
@@ -164,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", default="demo-data", help="where the demo writes (default: %(default)s)"
     )
     d.add_argument("--keep", action="store_true", help="reuse an existing demo directory")
+    d.add_argument("--serve", action="store_true", help="serve the web UI afterwards")
+    d.add_argument("--port", type=int, default=8080, help="web UI port (default: %(default)s)")
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("ingest", help="poll sources, check new series, report (daemon by default)")
@@ -205,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     ct = sub.add_parser("contest", help="show a test branch: series, results, verdict")
     ct.add_argument("branch", nargs="?", help="branch name (default: the newest)")
     ct.set_defaults(func=cmd_contest)
+
+    sv = sub.add_parser("serve", help="serve the read-only web UI and JSON API")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    sv.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    sv.set_defaults(func=cmd_serve)
 
     sr = sub.add_parser("series", help="list stored series, or show one with its check results")
     sr.add_argument("id", nargs="?", type=int, help="series id (omit to list)")

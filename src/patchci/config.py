@@ -125,6 +125,13 @@ class ReportConfig(_Model):
     patchwork: PatchworkReport = PatchworkReport()
 
 
+class WebConfig(_Model):
+    # A source whose cursor has not moved for this long is shown as an alarm.
+    cursor_alarm_after: Annotated[float, Field(gt=0)] = 21600.0
+    recent_window: Annotated[float, Field(gt=0)] = 86400.0
+    page_size: Annotated[int, Field(ge=1, le=500)] = 50
+
+
 class Settings(_Model):
     data_dir: str = "~/.local/share/patchci"
     database_url: str | None = None
@@ -134,6 +141,7 @@ class Settings(_Model):
     checks: dict[str, CheckConfig] = Field(default_factory=dict)
     report: ReportConfig = ReportConfig()
     streams: tuple[StreamSettings, ...] = ()
+    web: WebConfig = WebConfig()
 
     @field_validator("trees")
     @classmethod

@@ -1,0 +1,122 @@
+"""The web application: `create_app(settings)` wires the database, templates and routes.
+
+Read-only by construction: the engine refuses writes (SQLite `query_only`, PostgreSQL
+read-only transactions), pages are server-rendered with autoescaping, and every response
+carries the security headers of security.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from patchci import __version__
+from patchci.config import Settings
+from patchci.db.migrate import make_engine
+from patchci.db.tables import utcnow
+from patchci.web import render
+from patchci.web.routes import api, contest, logs, metrics, pages
+from patchci.web.security import SecurityHeaders
+from patchci.web.settings import WebSettings
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+API_PREFIX = "/api/v1"
+
+
+def read_only_engine(url: str) -> Engine:
+    """An engine on *url* whose connections cannot write (defence in depth)."""
+    engine = make_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        if engine.dialect.name == "sqlite":
+            cur.execute("PRAGMA query_only=ON")
+        else:
+            cur.execute("SET default_transaction_read_only = on")
+        cur.close()
+        if engine.dialect.name != "sqlite":
+            dbapi_conn.commit()  # a SET inside a rolled-back transaction would not stick
+
+    return engine
+
+
+def create_app(
+    settings: Settings,
+    web: WebSettings | None = None,
+    *,
+    engine: Engine | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    """The ASGI app for *settings*; *clock* and *engine* are for tests and embedding."""
+    app = FastAPI(
+        title="patchci",
+        version=__version__,
+        description="Read-only view of patchci's series, check results, jobs and sources.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,  # the Swagger/ReDoc pages load their assets from a CDN
+        redoc_url=None,
+    )
+    app.state.engine = engine or read_only_engine(settings.db_url)
+    app.state.web = web or WebSettings.from_settings(settings)
+    app.state.clock = clock
+    app.state.templates = render.make_templates()
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(pages.router)
+    app.include_router(contest.pages)
+    app.include_router(logs.router)
+    app.include_router(metrics.router)
+    app.include_router(api.router, prefix=API_PREFIX)
+    app.include_router(contest.api, prefix=API_PREFIX)
+    _add_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        return RedirectResponse("/series", status_code=302)
+
+    return app
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX + "/")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        # 400, not FastAPI's 422: a malformed query is the client's mistake, nothing more.
+        problems = [
+            {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        if _is_api(request):
+            return JSONResponse({"detail": problems}, status_code=400)
+        lines = [f"{'.'.join(p['loc'][1:]) or 'request'}: {p['msg']}" for p in problems]
+        return render.error_page(request, 400, "Bad request", lines)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _is_api(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return render.error_page(request, exc.status_code, str(exc.detail), [])
+
+    @app.exception_handler(Exception)
+    def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.url.path)
+        if _is_api(request):
+            return JSONResponse({"detail": "internal error"}, status_code=500)
+        return render.error_page(request, 500, "Internal error", [])

@@ -1,0 +1,76 @@
+"""Jinja2 set-up for the pages: autoescaping always on, strict undefined, small filters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+# The navigation bar; a new page adds its entry here.
+NAV: tuple[tuple[str, str], ...] = (
+    ("Series", "/series"),
+    ("Contest", "/contest"),
+    ("Flakes", "/flakes"),
+    ("Status", "/status"),
+    ("API", "/api/v1/openapi.json"),
+    ("Metrics", "/metrics"),
+)
+
+
+def fmt_time(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_age(seconds: float | None) -> str:
+    """A duration for humans: 45s, 3m 05s, 2h 01m, 3d 04h."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else fmt_age(seconds)
+
+
+def make_templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,  # every template, whatever its name: all of them are HTML
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(ts=fmt_time, age=fmt_age, dur=fmt_duration)
+    env.globals["nav"] = NAV
+    return Jinja2Templates(env=env)
+
+
+def page(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    templates: Jinja2Templates = request.app.state.templates
+    ctx = {"root": request.scope.get("root_path", ""), "path": request.url.path, **context}
+    response: HTMLResponse = templates.TemplateResponse(request, name, ctx, status_code=status_code)
+    return response
+
+
+def error_page(request: Request, status: int, title: str, lines: list[str]) -> HTMLResponse:
+    return page(request, "error.html", {"status": status, "title": title, "lines": lines}, status)

@@ -1,0 +1,67 @@
+"""The JSON API under /api/v1: the same data as the pages, as the OpenAPI schema says."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from patchci.web import queries
+from patchci.web.routes.deps import (
+    NAME_OR_EMPTY,
+    OUTCOME_OR_EMPTY,
+    Conn,
+    Filter,
+    Now,
+    PageNo,
+    PerPage,
+    SeriesId,
+    Web,
+)
+
+router = APIRouter(tags=["patchci"])
+
+
+@router.get("/series", response_model=queries.SeriesPage)
+def api_series_list(
+    conn: Conn, web: Web, f: Filter, page_no: PageNo = 1, per_page: PerPage = None
+) -> queries.SeriesPage:
+    """Series, newest first, filtered like the series page."""
+    return queries.list_series(conn, f, page_no, per_page or web.page_size)
+
+
+@router.get("/series/{series_id}", response_model=queries.SeriesDetail)
+def api_series(series_id: SeriesId, conn: Conn, web: Web) -> queries.SeriesDetail:
+    """One series with its patches, newest check results, jobs and deliveries."""
+    detail = queries.series_detail(conn, series_id, web.logs_dir)
+    if detail is None:
+        raise HTTPException(404, f"series {series_id} is not in the database")
+    return detail
+
+
+@router.get("/series/{series_id}/checks", response_model=list[queries.CheckView])
+def api_series_checks(
+    series_id: SeriesId,
+    conn: Conn,
+    web: Web,
+    check: Annotated[str | None, Query(max_length=64, pattern=NAME_OR_EMPTY)] = None,
+    outcome: Annotated[str | None, Query(max_length=16, pattern=OUTCOME_OR_EMPTY)] = None,
+    history: bool = False,
+) -> list[queries.CheckView]:
+    """The newest result per (patch, check); `history=true` gives every result stored."""
+    if not queries.series_exists(conn, series_id):
+        raise HTTPException(404, f"series {series_id} is not in the database")
+    results = queries.series_checks(conn, series_id, web.logs_dir, history=history)
+    return [
+        r
+        for r in results
+        if (not check or r.check == check) and (not outcome or r.outcome == outcome)
+    ]
+
+
+@router.get("/status", response_model=queries.StatusReport)
+def api_status(conn: Conn, web: Web, now: Now) -> queries.StatusReport:
+    """Sources and their cursors, queues, our own recent errors, check latency."""
+    return queries.status_report(
+        conn, now, web.recent_window, web.cursor_alarm_after, web.logs_dir, web.sources
+    )

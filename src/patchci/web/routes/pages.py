@@ -1,0 +1,70 @@
+"""HTML pages: series list, one series, status. Thin: validate, query, render."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse
+
+from patchci.model import Outcome
+from patchci.web import queries
+from patchci.web.render import page
+from patchci.web.routes.deps import Conn, Filter, Now, PageNo, PerPage, SeriesId, Web
+
+router = APIRouter(include_in_schema=False)
+
+
+def _query_string(f: queries.SeriesFilter, per_page: int | None, page_no: int) -> str:
+    params = {k: v for k, v in vars(f).items() if v}
+    if per_page:
+        params["per_page"] = str(per_page)
+    if page_no > 1:
+        params["page"] = str(page_no)
+    return "?" + urlencode(params) if params else ""
+
+
+@router.get("/series", response_class=HTMLResponse)
+def series_list(
+    request: Request, conn: Conn, web: Web, f: Filter, page_no: PageNo = 1,
+    per_page: PerPage = None,
+) -> HTMLResponse:  # fmt: skip
+    result = queries.list_series(conn, f, page_no, per_page or web.page_size)
+    trees, states = queries.distinct_values(conn)
+    links = {
+        "prev": _query_string(f, per_page, page_no - 1) if page_no > 1 else None,
+        "next": _query_string(f, per_page, page_no + 1) if page_no < result.pages else None,
+    }
+    return page(
+        request,
+        "series_list.html",
+        {
+            "result": result,
+            "f": f,
+            "trees": trees,
+            "states": states,
+            "outcomes": [o.value for o in Outcome],
+            "links": links,
+        },
+    )
+
+
+@router.get("/series/{series_id}", response_class=HTMLResponse)
+def series_page(request: Request, series_id: SeriesId, conn: Conn, web: Web) -> HTMLResponse:
+    detail = queries.series_detail(conn, series_id, web.logs_dir)
+    if detail is None:
+        raise HTTPException(404, f"series {series_id} is not in the database")
+    return page(request, "series.html", {"d": detail, "s": detail.series})
+
+
+@router.get("/status", response_class=HTMLResponse)
+def status_page(request: Request, conn: Conn, web: Web, now: Now) -> HTMLResponse:
+    report = queries.status_report(
+        conn, now, web.recent_window, web.cursor_alarm_after, web.logs_dir, web.sources
+    )
+    return page(
+        request,
+        "status.html",
+        {"r": report, "window": timedelta(seconds=web.recent_window)},
+    )

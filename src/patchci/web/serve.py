@@ -1,0 +1,30 @@
+"""`patchci serve`: run the web UI with uvicorn (127.0.0.1 unless told otherwise)."""
+
+from __future__ import annotations
+
+import logging
+
+from patchci.config import Settings
+from patchci.db.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> int:
+    """Serve until interrupted; the exit code for the CLI.
+
+    The schema is brought up to date first (the web engine itself is read-only), so the UI
+    also starts on a fresh data directory.
+    """
+    import uvicorn
+
+    from patchci.web.app import create_app
+
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.db_url)
+    app = create_app(settings)
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("serving on %s: the UI has no authentication, put it behind a proxy", host)
+    log.info("serving patchci on http://%s:%d/", host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)
+    return 0
