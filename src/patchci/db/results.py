@@ -11,18 +11,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, exists, false, func, select, type_coerce
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import ColumnElement
 
 from patchci.brancher import Manifest
 from patchci.db import tables as t
-from patchci.db.migrate import make_engine, upgrade_engine
+from patchci.db.base import Database
 from patchci.db.store import NotFound
 from patchci.db.tables import as_utc, utcnow
 from patchci.executor.base import (
@@ -167,33 +166,8 @@ def _not_ignored_crash() -> ColumnElement[bool]:
     return exists().where(cr.test_id == t.tests.c.id, cr.ignored == false())
 
 
-class ResultsStore:
+class ResultsStore(Database):
     """Contest results in the patchci database (the engine may be shared with Store)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    @classmethod
-    def open(cls, url: str, *, upgrade: bool = True) -> ResultsStore:
-        engine = make_engine(url)
-        if upgrade:
-            upgrade_engine(engine)
-        return cls(engine)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
 
     # --- branches ----------------------------------------------------------------------
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
@@ -17,11 +16,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Insert, Table, func, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Connection, CursorResult, Engine, Row
+from sqlalchemy.engine import Connection, CursorResult, Row
 from sqlalchemy.sql import ColumnElement
 
 from patchci.db import tables as t
-from patchci.db.migrate import make_engine, upgrade_engine
+from patchci.db.base import Database
 from patchci.db.tables import as_utc, utcnow
 from patchci.model import CheckResult, Outcome, Patch, Person, Series
 from patchci.subject import parse_subject
@@ -216,33 +215,8 @@ def _dialect_insert(conn: Connection, table: Table) -> pg_dialect.Insert | sqlit
     return sqlite_dialect.insert(table)
 
 
-class Store:
+class Store(Database):
     """The database of one patchci instance."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    @classmethod
-    def open(cls, url: str, *, upgrade: bool = True) -> Store:
-        engine = make_engine(url)
-        if upgrade:
-            upgrade_engine(engine)
-        return cls(engine)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
 
     # --- cursors and events ------------------------------------------------------------
 
