@@ -52,12 +52,12 @@ KSELFTEST_LIST = "kselftest-list.txt"
 KSELFTEST_RUNNER = "run_kselftest.sh"
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
-class _Attempt:
+class Attempt:
     outcome: Outcome
     duration: float
     subtests: tuple[Subtest, ...]
@@ -104,7 +104,7 @@ class LocalExecutor:
         previous_durations: Mapping[tuple[str, str], float] | None = None,
         env: Mapping[str, str] | None = None,
         crash_config: CrashConfig = DEFAULT_CONFIG,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self.name = name
         self.build_command = tuple(build_command) if build_command else None
@@ -198,27 +198,9 @@ class LocalExecutor:
         except Exception:  # one broken test must not lose the whole run
             log.exception("executor %s: test %s/%s crashed the runner", self.name, *spec.key)
             return TestResult(spec.group, spec.name, Outcome.ERROR, reproduce=self._cmd(spec))
-        first, retry = attempts[0], (attempts[-1] if len(attempts) > 1 else None)
-        log.info(
-            "executor %s: %s/%s: %s%s%s", self.name, spec.group, spec.name, first.outcome.value,
-            f", retry {retry.outcome.value}" if retry else "",
-            f" ({first.note})" if first.note else "",
-        )  # fmt: skip
-        return TestResult(
-            group=spec.group,
-            name=spec.name,
-            outcome=first.outcome,
-            duration=round(first.duration, 3),
-            retry_outcome=retry.outcome if retry else None,
-            retry_duration=round(retry.duration, 3) if retry else None,
-            subtests=merge_retry(first.subtests, retry.subtests) if retry else first.subtests,
-            crashes=_unique(c for a in attempts for c in a.crashes),
-            log_path=str(first.log_path),
-            retry_log_path=str(retry.log_path) if retry else None,
-            reproduce=self._cmd(spec),
-        )
+        return attempts_result(self.name, spec, attempts, self._cmd(spec))
 
-    def _attempt(self, spec: TestSpec, worktree: Path, log_path: Path) -> _Attempt:
+    def _attempt(self, spec: TestSpec, worktree: Path, log_path: Path) -> Attempt:
         parser = ktap.KtapParser()
         detector = CrashDetector(self.crash_config)
 
@@ -241,14 +223,14 @@ class LocalExecutor:
         except (ToolMissing, OSError) as e:
             with log_path.open("a", encoding="utf-8") as f:
                 f.write(f"patchci: cannot run the test: {e}\n")
-            return _Attempt(Outcome.ERROR, time.monotonic() - start, (), (), log_path, str(e))
+            return Attempt(Outcome.ERROR, time.monotonic() - start, (), (), log_path, str(e))
         duration = time.monotonic() - start
         parsed = parser.finish()
         crashes = tuple(CrashRef.from_crash(c) for c in detector.finish())
         crashed = any(not c.ignored for c in crashes)
         outcome = verdict(parsed, rc, crashed)
         subtests = subtests_of(test_root(parsed))
-        return _Attempt(outcome, duration, subtests, crashes, log_path, note)
+        return Attempt(outcome, duration, subtests, crashes, log_path, note)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -281,7 +263,7 @@ class LocalExecutor:
         return "\n".join(lines) + "\n"
 
 
-def _unique(crashes: Iterable[CrashRef]) -> tuple[CrashRef, ...]:
+def unique_crashes(crashes: Iterable[CrashRef]) -> tuple[CrashRef, ...]:
     """One entry per fingerprint: the same splat on the retry is the same bug."""
     seen: dict[str, CrashRef] = {}
     for c in crashes:
@@ -329,3 +311,28 @@ def tests_from_dir(
         if p.is_file() and p.stat().st_mode & 0o111:
             specs.append(TestSpec(grp, namify(p.name), (str(p.resolve()),), timeout, directory))
     return specs
+
+
+def attempts_result(
+    executor: str, spec: TestSpec, attempts: list[Attempt], reproduce: str
+) -> TestResult:
+    """The TestResult of a test from its first attempt and its last retry (if any)."""
+    first, retry = attempts[0], (attempts[-1] if len(attempts) > 1 else None)
+    log.info(
+        "executor %s: %s/%s: %s%s%s", executor, spec.group, spec.name, first.outcome.value,
+        f", retry {retry.outcome.value}" if retry else "",
+        f" ({first.note})" if first.note else "",
+    )  # fmt: skip
+    return TestResult(
+        group=spec.group,
+        name=spec.name,
+        outcome=first.outcome,
+        duration=round(first.duration, 3),
+        retry_outcome=retry.outcome if retry else None,
+        retry_duration=round(retry.duration, 3) if retry else None,
+        subtests=merge_retry(first.subtests, retry.subtests) if retry else first.subtests,
+        crashes=unique_crashes(c for a in attempts for c in a.crashes),
+        log_path=str(first.log_path),
+        retry_log_path=str(retry.log_path) if retry else None,
+        reproduce=reproduce,
+    )

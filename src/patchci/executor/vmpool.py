@@ -43,12 +43,18 @@ from patchci.executor.base import (
     RunResult,
     TestResult,
     TestSpec,
-    merge_retry,
     namify,
     subtests_of,
     test_root,
 )
-from patchci.executor.local import REPRODUCE, _Attempt, _now, _unique, order_tests, verdict
+from patchci.executor.local import (
+    REPRODUCE,
+    Attempt,
+    attempts_result,
+    now,
+    order_tests,
+    verdict,
+)
 from patchci.executor.vm import (
     VmConfig,
     VmRun,
@@ -149,7 +155,7 @@ class VmPoolExecutor:
         *,
         deadline: float = DEFAULT_DEADLINE,
         crash_config: CrashConfig = DEFAULT_CONFIG,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self.name = name
         self.vm = vm
@@ -217,27 +223,9 @@ class VmPoolExecutor:
         except Exception:  # one broken test must not lose the whole run
             log.exception("executor %s: test %s/%s broke the runner", self.name, *spec.key)
             return TestResult(spec.group, spec.name, Outcome.ERROR, reproduce=reproduce)
-        first, retry = attempts[0], (attempts[-1] if len(attempts) > 1 else None)
-        log.info(
-            "executor %s: %s/%s: %s%s%s", self.name, spec.group, spec.name, first.outcome.value,
-            f", retry {retry.outcome.value}" if retry else "",
-            f" ({first.note})" if first.note else "",
-        )  # fmt: skip
-        return TestResult(
-            group=spec.group,
-            name=spec.name,
-            outcome=first.outcome,
-            duration=round(first.duration, 3),
-            retry_outcome=retry.outcome if retry else None,
-            retry_duration=round(retry.duration, 3) if retry else None,
-            subtests=merge_retry(first.subtests, retry.subtests) if retry else first.subtests,
-            crashes=_unique(c for a in attempts for c in a.crashes),
-            log_path=str(first.log_path),
-            retry_log_path=str(retry.log_path) if retry else None,
-            reproduce=reproduce,
-        )
+        return attempts_result(self.name, spec, attempts, reproduce)
 
-    def _attempt(self, cfg: VmConfig, job: _Job, log_dir: Path, state: _RunState) -> _Attempt:
+    def _attempt(self, cfg: VmConfig, job: _Job, log_dir: Path, state: _RunState) -> Attempt:
         """Boot a fresh VM, run the test in it, judge what came back."""
         log_dir = log_dir.resolve()
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -245,7 +233,7 @@ class VmPoolExecutor:
         left = state.ends_at - time.monotonic()
         if left < 1:
             output.write_text("patchci: not run, the run's total deadline passed\n")
-            return _Attempt(Outcome.ERROR, 0.0, (), (), output, "total deadline passed")
+            return Attempt(Outcome.ERROR, 0.0, (), (), output, "total deadline passed")
         boot = min(cfg.boot_timeout, left)
         timeout = min(job.spec.timeout, max(left - boot, 1.0))
         vm_cfg = replace(cfg, boot_timeout=boot, test_timeout=timeout)
@@ -255,14 +243,14 @@ class VmPoolExecutor:
             run = run_in_vm(vm_cfg, command, job.workdir, log_dir)
         except (ToolMissing, ConfigError, OSError) as e:
             output.write_text(f"patchci: cannot start the VM: {e}\n")
-            return _Attempt(Outcome.ERROR, 0.0, (), (), output, str(e))
+            return Attempt(Outcome.ERROR, 0.0, (), (), output, str(e))
         if run.booted:
             state.booted.set()
         crashes = self._crashes(run, log_dir)
         parsed = ktap.parse_text(_read(run.output_path))
         outcome, note = judge(run, parsed, crashes, cut_by_deadline=timeout < job.spec.timeout)
         took = run.duration - (run.boot_seconds or 0.0) if run.booted else run.duration
-        return _Attempt(
+        return Attempt(
             outcome, took, subtests_of(test_root(parsed)), crashes, run.output_path, note
         )
 
