@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
+from itertools import takewhile
 
-from bench import parsers
+from bench import parsers, web
 
 
 def main(argv: list[str]) -> int:
-    benches = {"parsers": parsers.main}
-    names = argv or list(benches)
+    benches = {"parsers": parsers.main, "web": web.main}
+    # Names come first; any flags after them are the benchmark's own (web reads them).
+    names = list(takewhile(lambda a: not a.startswith("-"), argv)) or list(benches)
     for name in names:
         if name not in benches:
             print(f"unknown benchmark {name!r}; known: {', '.join(benches)}", file=sys.stderr)

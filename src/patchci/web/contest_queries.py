@@ -6,17 +6,18 @@ history comes from `db.results.ResultsStore`, so the web shows what the analysis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import false, func, select
+from sqlalchemy import exists, false, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from patchci.analysis.flakes import FlakeSignals, flake_table, state
+from patchci.analysis.flakes import FlakeSignals, HistoryEntry, flake_signals, flake_table, state
 from patchci.db import tables as t
 from patchci.db.results import HistoryRow, ResultsStore
+from patchci.model import Outcome
 from patchci.web.security import log_relpath, safe_url
 
 
@@ -167,39 +168,79 @@ def contest_choices(conn: Connection) -> tuple[list[str], list[str]]:
     return sorted(str(x) for x in execs), sorted(str(x) for x in streams)
 
 
-def _cell(r: HistoryRow) -> str:
-    return state(r) or r.outcome.value
+def _matrix_rows(conn: Connection, f: ContestFilter) -> Any:
+    """(branch id, executor, grp, name, outcome, retry, crashed) of the selected branches,
+    oldest first: the columns the matrix needs and no more, as it reads ~100k rows."""
+    tc, rc, bc, cc = t.tests.c, t.runs.c, t.branches.c, t.crashes.c
+    crashed = exists().where(cc.test_id == tc.id, cc.ignored == false())
+    q = (
+        select(rc.branch_id, rc.executor, tc.grp, tc.name, tc.outcome, tc.retry_outcome, crashed)
+        .select_from(t.tests.join(t.runs).join(t.branches))
+        .where(rc.branch_id.in_(_recent_branch_ids(replace(f, branch=None))))
+        .order_by(bc.date, rc.id, tc.id)
+    )
+    if f.executor is not None:
+        q = q.where(rc.executor == f.executor)
+    if f.grp is not None:
+        q = q.where(tc.grp == f.grp)
+    if f.name:
+        q = q.where(tc.name.icontains(f.name, autoescape=True))
+    return conn.execute(q)
+
+
+def _outcome(value: str | None) -> Outcome | None:
+    if value is None:
+        return None
+    try:
+        return Outcome(value)
+    except ValueError:  # as ResultsStore reads it: an unknown outcome is an error
+        return Outcome.ERROR
+
+
+def _entry(
+    cache: dict[tuple[str, str | None, bool], tuple[HistoryEntry, str]],
+    outcome: str, retry: str | None, crashed: bool,
+) -> tuple[HistoryEntry, str]:  # fmt: skip
+    """The (shared) entry and cell text of a result; there are only a few distinct ones."""
+    key = (outcome, retry, crashed)
+    hit = cache.get(key)
+    if hit is None:
+        e = HistoryEntry(_outcome(outcome) or Outcome.ERROR, _outcome(retry), crashed)
+        hit = cache[key] = (e, state(e) or e.outcome.value)
+    return hit
 
 
 def flake_matrix(
     engine: Engine, f: ContestFilter, min_flips: int = 0, limit: int = 500
 ) -> FlakeMatrix:
-    """Test × branch matrix of the newest branches, flakiest tests first (NIPA's flakes)."""
-    history = ResultsStore(engine).history(
-        executor=f.executor, stream=f.stream, branches=f.branches
-    )
-    if f.name:
-        needle = f.name.lower()
-        history = [h for h in history if needle in h.name.lower()]
-    if f.grp is not None:
-        history = [h for h in history if h.grp == f.grp]
-    branches: list[str] = []
-    for h in sorted(history, key=lambda h: h.branch_date, reverse=True):
-        if h.branch not in branches:
-            branches.append(h.branch)
-    table = flake_table((((h.executor, h.grp, h.name), h) for h in history), min_flips)
-    cells: dict[tuple[str, str, str], dict[str, str]] = {}
-    for h in history:  # oldest first: a retried run's later row wins its branch cell
-        cells.setdefault((h.executor, h.grp, h.name), {})[h.branch] = _cell(h)
+    """Test × branch matrix of the newest branches, flakiest tests first (NIPA's flakes).
+
+    Same signals as `ResultsStore.history` + `flake_table`, but without building a full
+    HistoryRow per result: identical results share one entry."""
+    cache: dict[tuple[str, str | None, bool], tuple[HistoryEntry, str]] = {}
+    hist: dict[tuple[str, str, str], list[HistoryEntry]] = {}
+    cells: dict[tuple[str, str, str], dict[int, str]] = {}
+    with engine.connect() as conn:
+        for bid, executor, grp, name, outcome, retry, crashed in _matrix_rows(conn, f):
+            key = (executor, grp, name)
+            entry, cell = _entry(cache, outcome, retry, bool(crashed))
+            hist.setdefault(key, []).append(entry)
+            cells.setdefault(key, {})[bid] = cell  # a retried run's later row wins
+        seen = {bid for c in cells.values() for bid in c}
+        bc = t.branches.c
+        named = conn.execute(
+            select(bc.id, bc.name).where(bc.id.in_(seen)).order_by(bc.date.desc(), bc.id.desc())
+        ).all() if seen else []  # fmt: skip
+    table = {k: flake_signals(h) for k, h in hist.items()}
     order = sorted(
-        table.items(),
+        ((k, s) for k, s in table.items() if s.flips >= min_flips),
         key=lambda kv: (-kv[1].retry_flakes, -kv[1].flips, -kv[1].failures, kv[0]),
     )
     rows = [
-        MatrixRow(k[0], k[1], k[2], [cells[k].get(b) for b in branches], sig)
+        MatrixRow(k[0], k[1], k[2], [cells[k].get(b.id) for b in named], sig)
         for k, sig in order[:limit]
     ]
-    return FlakeMatrix(branches, rows)
+    return FlakeMatrix([b.name for b in named], rows)
 
 
 def history_of_test(
