@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -150,10 +151,10 @@ def test_spec_defaults() -> None:
         Build({"make_args": ["W=1", 3]})
 
 
-@pytest.mark.parametrize("proposed_tree", [False, True], ids=["demo-tree", "proposed-tree"])
-def test_demo_check_samples_end_as_expected(tmp_path: Path, proposed_tree: bool) -> None:
-    """The demo's build/cc_maintainers/kdoc samples through the whole pipeline; with the
-    demo tree as it is, and as proposed (a warning in the base, Linux's kernel-doc)."""
+def test_demo_check_samples_end_as_expected(tmp_path: Path) -> None:
+    """The demo's build/cc_maintainers/kdoc samples through the whole pipeline, on the demo
+    tree as `patchci demo` builds it (a warning in the base; Linux's kernel-doc when a
+    Debian kernel source tarball is installed, as make test installs it)."""
     from patchci.checks.kdoc import KernelDoc
     from patchci.checks.maintainers import CcMaintainers
     from patchci.demo.check_samples import build_check_samples
@@ -163,19 +164,9 @@ def test_demo_check_samples_end_as_expected(tmp_path: Path, proposed_tree: bool)
     from patchci.sources.mbox import load_series
 
     git = build_tree(tmp_path / "demo")
-    if proposed_tree:
-        from patchci.demo.tree import commit
-        from tests.kernel_tree import cached_tree
-
-        kdoc = git.repo / "scripts" / "kernel-doc"
-        kdoc.parent.mkdir()
-        shutil.copy2(cached_tree() / "scripts" / "kernel-doc", kdoc)
-        dev = git.repo / "net/core/dev.c"
-        dev.write_text(
-            dev.read_text() + "\nint dev_mtu(struct foo_dev *dev, int mtu)\n{\n"
-            "\treturn dev->queues * 1500;\n}\n"
-        )
-        commit(git, "net: core: add dev_mtu() and kernel-doc")
+    has_kdoc = (git.repo / "scripts" / "kernel-doc").exists()
+    if os.environ.get("CI"):
+        assert has_kdoc, "make test installs linux-source-6.1; the demo tree must get kernel-doc"
     samples = build_check_samples(git)
     assert [s.label for s in samples] == [
         "new compiler warning",
@@ -201,7 +192,7 @@ def test_demo_check_samples_end_as_expected(tmp_path: Path, proposed_tree: bool)
             assert last.description == "new warnings: 1 (fixed: 1)"
             log = Path(last.log_path or "").read_text()
             assert "unused variable 'spare'" in log.split("Fixed")[0]
-            assert len(got["build"]) == (1 if proposed_tree else 2)
-        if sample.label == "kernel-doc regression" and proposed_tree:
+            assert len(got["build"]) == 1  # the base's warning is swapped in one patch
+        if sample.label == "kernel-doc regression" and has_kdoc:
             kd = [r for r in verdict.results if r.check == "kdoc"][-1]
             assert kd.description == "Warnings before: 0 after: 1 (add: 1 del: 0)"
