@@ -25,6 +25,7 @@ import pytest
 from psycopg import sql
 
 from patchci import proc
+from tests.prereq import unavailable
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 # Runs as this user when the suite runs as root: initdb refuses to run as root.
@@ -157,9 +158,7 @@ def require_pg_bin() -> Path:
             "PostgreSQL server binaries (initdb, pg_ctl) not found in $PATCHCI_PG_BIN, "
             f"{PG_BIN_GLOB} or $PATH; install the postgresql server package"
         )
-        if pg_required():
-            pytest.fail(f"{msg} (required because $CI or $PATCHCI_REQUIRE_PG is set)")
-        pytest.skip(msg)
+        unavailable(msg, required=pg_required())
     return bindir
 
 

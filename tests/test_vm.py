@@ -3,19 +3,15 @@ stand-in for vng, and real boots of Debian's kernel under QEMU (marked `vm`)."""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from patchci import proc
 from patchci.executor import vm
 from patchci.executor.vm import VmConfig, find_kernel, run_in_vm, vng_command
 
-REPO = Path(__file__).resolve().parent.parent
 KERNEL = Path("/boot/vmlinuz-6.1.0-1-amd64")
 
 
@@ -178,34 +174,6 @@ def test_watchdog_kills_vm_that_never_boots(tmp_path: Path) -> None:
 
 
 # ---- real VMs ------------------------------------------------------------------------------
-
-
-def _unavailable(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}; CI must install it (scripts/vm-deps.sh)")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def vm_cfg() -> VmConfig:
-    kernel = find_kernel()
-    cfg = VmConfig(kernel=kernel or Path("/boot/vmlinuz-missing"), boot_timeout=240)
-    problems = vm.missing_prerequisites(cfg)
-    if problems:
-        _unavailable("; ".join(problems))
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def kselftest_dir() -> Path:
-    cache = Path(os.environ.get("PATCHCI_VM_CACHE") or Path(tempfile.gettempdir()) / "patchci-vm")
-    res = proc.run(
-        ["bash", str(REPO / "scripts" / "vm-deps.sh"), "--no-install", str(cache)], timeout=600
-    )
-    tree = cache / "kselftest"
-    if not res.ok or not (tree / "run_kselftest.sh").exists():
-        _unavailable(f"kselftest tree not built: {res.output.strip()[-300:]}")
-    return tree
 
 
 @pytest.mark.vm

@@ -3,9 +3,7 @@ real virtme-ng VMs (marked `vm`) running a kselftest and a test that hangs its V
 
 from __future__ import annotations
 
-import os
 import shlex
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from patchci import proc
-from patchci.executor import local, vm, vmpool
+from patchci.executor import local, vmpool
 from patchci.executor.base import RUN_DONE, RUN_ERROR, RunResult, TestResult, TestSpec
 from patchci.executor.vm import VmConfig, VmRun
 from patchci.executor.vmpool import VmPoolExecutor
@@ -261,34 +259,6 @@ def test_missing_prerequisites_is_a_run_error(
 
 
 # ---- real VMs ------------------------------------------------------------------------------
-
-
-def _unavailable(why: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}; CI must install it (scripts/vm-deps.sh)")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="module")
-def vm_cfg() -> VmConfig:
-    kernel = vm.find_kernel()
-    real = VmConfig(kernel=kernel or Path("/boot/vmlinuz-missing"), boot_timeout=240)
-    problems = vm.missing_prerequisites(real)
-    if problems:
-        _unavailable("; ".join(problems))
-    return real
-
-
-@pytest.fixture(scope="module")
-def kselftest_dir() -> Path:
-    cache = Path(os.environ.get("PATCHCI_VM_CACHE") or Path(tempfile.gettempdir()) / "patchci-vm")
-    res = proc.run(
-        ["bash", str(REPO / "scripts" / "vm-deps.sh"), "--no-install", str(cache)], timeout=600
-    )
-    tree = cache / "kselftest"
-    if not res.ok or not (tree / "run_kselftest.sh").exists():
-        _unavailable(f"kselftest tree not built: {res.output.strip()[-300:]}")
-    return tree
 
 
 def _kselftest(tree: Path, program: str, timeout: float = 120) -> TestSpec:
