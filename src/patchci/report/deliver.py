@@ -68,6 +68,26 @@ def deliver_posts(
     posted = unchanged = reconciled = failed = 0
     for post in posts:
         fp = post.fingerprint()
+
+        def record(
+            status: str,
+            remote: str | None = None,
+            error: str = "",
+            post: CheckPost = post,
+            fp: str = fp,
+        ) -> None:
+            store.record_delivery(
+                target,
+                series_id,
+                post.patch_id,
+                post.context,
+                post.state,
+                fp,
+                remote,
+                status=status,
+                error=error,
+            )
+
         last = store.last_delivery(target, post.patch_id, post.context)
         if last is not None and last.fingerprint == fp:
             unchanged += 1
@@ -80,28 +100,10 @@ def deliver_posts(
         )
         try:
             if newer_intent and _already_on_server(client, post):
-                store.record_delivery(
-                    target,
-                    series_id,
-                    post.patch_id,
-                    post.context,
-                    post.state,
-                    fp,
-                    None,
-                    status="sent",
-                )
+                record("sent")
                 reconciled += 1
                 continue
-            store.record_delivery(
-                target,
-                series_id,
-                post.patch_id,
-                post.context,
-                post.state,
-                fp,
-                None,
-                status="intent",
-            )
+            record("intent")
             # The client never repeats a POST that may have landed; we retry next cycle.
             remote = client.post_check(
                 post.patch_id, post.state, post.context, post.description, post.target_url
@@ -114,29 +116,10 @@ def deliver_posts(
                 post.context,
                 e,
             )
-            store.record_delivery(
-                target,
-                series_id,
-                post.patch_id,
-                post.context,
-                post.state,
-                fp,
-                None,
-                status="failed",
-                error=str(e),
-            )
+            record("failed", error=str(e))
             failed += 1
             continue
-        store.record_delivery(
-            target,
-            series_id,
-            post.patch_id,
-            post.context,
-            post.state,
-            fp,
-            str(remote),
-            status="sent",
-        )
+        record("sent", remote=str(remote))
         log.info(
             "series %s patch %s: posted %s=%s", series_id, post.patch_id, post.context, post.state
         )
