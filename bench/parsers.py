@@ -43,7 +43,11 @@ def main() -> None:
     base_con = _rate(_baseline, con_lines)
     k = _rate(ktap.parse_lines, tap_lines)
     c = _rate(crash.detect, con_lines)
-    print(f"ktap.parse_lines  {tap.name}: {k:,.0f} lines/s "
-          f"({k / base_tap:.2f}x of a regex scan at {base_tap:,.0f} lines/s)")
-    print(f"crash.detect      {console.name}: {c:,.0f} lines/s "
-          f"({c / base_con:.2f}x of a regex scan at {base_con:,.0f} lines/s)")
+    print(
+        f"ktap.parse_lines  {tap.name}: {k:,.0f} lines/s "
+        f"({k / base_tap:.2f}x of a regex scan at {base_tap:,.0f} lines/s)"
+    )
+    print(
+        f"crash.detect      {console.name}: {c:,.0f} lines/s "
+        f"({c / base_con:.2f}x of a regex scan at {base_con:,.0f} lines/s)"
+    )

@@ -11,14 +11,31 @@ import pytest
 from patchci.cli import build_parser, main
 
 SUBCOMMANDS = [
-    [], ["demo"], ["ingest"], ["process"], ["check"], ["series"], ["db"], ["db", "upgrade"],
-    ["config"], ["config", "check"], ["ktap"], ["ktap", "parse"], ["branch"], ["contest"], ["serve"],
+    [],
+    ["demo"],
+    ["ingest"],
+    ["process"],
+    ["check"],
+    ["series"],
+    ["db"],
+    ["db", "upgrade"],
+    ["config"],
+    ["config", "check"],
+    ["ktap"],
+    ["ktap", "parse"],
+    ["branch"],
+    ["contest"],
+    ["serve"],
 ]
 
 
 @pytest.mark.parametrize("cmd", SUBCOMMANDS, ids=lambda c: " ".join(c) or "top")
-def test_help_works_without_config(cmd: list[str], capsys: pytest.CaptureFixture[str],
-                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_help_works_without_config(
+    cmd: list[str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
@@ -51,6 +68,11 @@ def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_console_script_entry_point() -> None:
-    r = subprocess.run([sys.executable, "-m", "patchci.cli", "--version"],
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "patchci.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0 and r.stdout.startswith("patchci ")

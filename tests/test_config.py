@@ -31,11 +31,26 @@ def test_netdev_example_is_nipa_like() -> None:
     ("data", "fragment"),
     [
         ({"trees": [{"name": "net"}]}, "trees.0: needs 'path'"),
-        ({"trees": [{"name": "net", "path": "/x", "brnach": "main"}]}, "trees.0.brnach: unknown key"),
-        ({"sources": [{"name": "pw", "type": "patchwork", "project": "p"}]}, "sources.0.patchwork.url: required key is missing"),
-        ({"sources": [{"name": "pw", "type": "patchwork", "url": "ftp://x", "project": "p"}]}, "sources.0.patchwork.url"),
-        ({"trees": [{"name": "a", "path": "/x"}, {"name": "a", "path": "/y"}]}, "name 'a' is used twice"),
-        ({"trees": [{"name": "a", "path": "/x", "checks": ["nope"]}]}, "'nope' is neither a built-in check"),
+        (
+            {"trees": [{"name": "net", "path": "/x", "brnach": "main"}]},
+            "trees.0.brnach: unknown key",
+        ),
+        (
+            {"sources": [{"name": "pw", "type": "patchwork", "project": "p"}]},
+            "sources.0.patchwork.url: required key is missing",
+        ),
+        (
+            {"sources": [{"name": "pw", "type": "patchwork", "url": "ftp://x", "project": "p"}]},
+            "sources.0.patchwork.url",
+        ),
+        (
+            {"trees": [{"name": "a", "path": "/x"}, {"name": "a", "path": "/y"}]},
+            "name 'a' is used twice",
+        ),
+        (
+            {"trees": [{"name": "a", "path": "/x", "checks": ["nope"]}]},
+            "'nope' is neither a built-in check",
+        ),
         ({"checks": {"x": {"kind": "bogus"}}}, "checks.x: unknown kind 'bogus'"),
         ({"workers": 0}, "workers: Input should be greater than or equal to 1"),
         ({"report": {"patchwork": {"context_prefix": "a/b"}}}, "report.patchwork.context_prefix"),
@@ -72,13 +87,36 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_token_comes_from_environment_only(monkeypatch: pytest.MonkeyPatch) -> None:
     s = build_settings(
-        {"sources": [{"name": "pw", "type": "patchwork", "url": "http://x", "project": "p",
-                      "token_env": "MY_PW_TOKEN"}]}, env={})
+        {
+            "sources": [
+                {
+                    "name": "pw",
+                    "type": "patchwork",
+                    "url": "http://x",
+                    "project": "p",
+                    "token_env": "MY_PW_TOKEN",
+                }
+            ]
+        },
+        env={},
+    )
     src = s.sources[0]
     assert src.type == "patchwork"
     assert src.token() is None
     monkeypatch.setenv("MY_PW_TOKEN", "abc")
     assert src.token() == "abc"
     with pytest.raises(ConfigError, match="unknown key"):
-        build_settings({"sources": [{"name": "pw", "type": "patchwork", "url": "http://x",
-                                     "project": "p", "token": "secret"}]}, env={})
+        build_settings(
+            {
+                "sources": [
+                    {
+                        "name": "pw",
+                        "type": "patchwork",
+                        "url": "http://x",
+                        "project": "p",
+                        "token": "secret",
+                    }
+                ]
+            },
+            env={},
+        )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from patchci.analysis.flakes import (
+    CELLS,
     FAIL,
     FLAKE,
     PASS,
     HistoryEntry,
+    code,
     flake_signals,
     flake_table,
     flakiest,
+    signals_of_codes,
     state,
 )
 from patchci.executor.base import CrashRef, TestResult
@@ -112,3 +117,60 @@ def test_table_and_flakiest() -> None:
     assert [k for k, _ in flakiest(table)] == [("vm", "g", "c"), ("vm", "g", "a")]
     assert set(flake_table(rows, min_flips=1)) == {("vm", "g", "a"), ("vm", "g", "c")}
     assert flakiest(table, limit=1)[0][0] == ("vm", "g", "c")
+
+
+def reference_signals(history: list[HistoryEntry]) -> tuple[int, ...]:
+    """The signals spelt out as loops, to check the string-operation implementation."""
+    states = [s for s in map(state, history) if s is not None]
+    flips = sum(1 for i in range(1, len(states)) if states[i] != states[i - 1])
+    bounces = sum(1 for i in range(2, len(states)) if states[i - 2 : i + 1] == [PASS, FAIL, PASS])
+    streak = 0
+    while streak < len(states) and states[-1 - streak] == states[-1]:
+        streak += 1
+    return (len(history), len(states), states.count(PASS), states.count(FAIL),
+            states.count(FLAKE), flips, bounces, streak)  # fmt: skip
+
+
+def test_signals_match_a_reference_on_random_histories() -> None:
+    rnd = random.Random(11)
+    outcomes = list(Outcome)
+    for _ in range(2000):
+        history = [
+            HistoryEntry(rnd.choice(outcomes), rnd.choice([None, *outcomes]), rnd.random() < 0.2)
+            for _ in range(rnd.randrange(0, 12))
+        ]
+        sig = flake_signals(history)
+        got = (sig.results, sig.counted, sig.passes, sig.failures, sig.retry_flakes,
+               sig.flips, sig.bounces, sig.streak)  # fmt: skip
+        assert got == reference_signals(history), history
+        states = [s for s in map(state, history) if s is not None]
+        assert sig.streak_state == (states[-1] if states else None)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (HistoryEntry(P), "p"),
+        (HistoryEntry(Outcome.XFAIL), "p"),
+        (HistoryEntry(F, F), "f"),
+        (HistoryEntry(F, P), "k"),
+        (HistoryEntry(F, P, crashed=True), "c"),  # crashed: not a flake
+        (HistoryEntry(P, crashed=True), "p"),  # a splat during a passing test: still passed
+        (HistoryEntry(Outcome.CRASH), "c"),
+        (HistoryEntry(Outcome.TIMEOUT, P), "k"),
+        (HistoryEntry(Outcome.TIMEOUT), "t"),
+        (HistoryEntry(S), "s"),
+        (HistoryEntry(Outcome.ERROR), "e"),
+        (HistoryEntry(Outcome.PENDING), "n"),
+    ],
+)
+def test_codes(entry: HistoryEntry, expected: str) -> None:
+    assert code(entry) == expected
+    assert CELLS[expected] in {"pass", "fail", "flake", "crash", "timeout", "skip", "error",
+                               "pending"}  # fmt: skip
+
+
+def test_not_run_entries_are_no_results() -> None:
+    sig = signals_of_codes("p..f.p")
+    assert (sig.results, sig.flips, sig.bounces) == (3, 2, 1)
+    assert signals_of_codes("....") == flake_signals([])

@@ -46,9 +46,14 @@ def test_clean_series_passes_and_tree_is_untouched(
         ("does not apply", "apply", "does not apply"),
     ],
 )
-def test_failing_series_exit_1(demo: tuple[Path, dict[str, bytes]], tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str], label: str, check: str,
-                               text: str) -> None:
+def test_failing_series_exit_1(
+    demo: tuple[Path, dict[str, bytes]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    label: str,
+    check: str,
+    text: str,
+) -> None:
     tree, mboxes = demo
     mbox = tmp_path / "s.mbox"
     mbox.write_bytes(mboxes[label])
@@ -59,8 +64,9 @@ def test_failing_series_exit_1(demo: tuple[Path, dict[str, bytes]], tmp_path: Pa
     assert _state(tree) == before
 
 
-def test_bad_arguments_exit_2(tmp_path: Path, demo: tuple[Path, dict[str, bytes]],
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_exit_2(
+    tmp_path: Path, demo: tuple[Path, dict[str, bytes]], capsys: pytest.CaptureFixture[str]
+) -> None:
     tree, _ = demo
     empty = tmp_path / "empty.mbox"
     empty.write_bytes(b"")
@@ -70,8 +76,9 @@ def test_bad_arguments_exit_2(tmp_path: Path, demo: tuple[Path, dict[str, bytes]
     assert main(["check", str(tmp_path / "missing.mbox"), "--tree", str(tree)]) == 2
 
 
-def test_checks_option_and_unknown_check(demo: tuple[Path, dict[str, bytes]], tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_checks_option_and_unknown_check(
+    demo: tuple[Path, dict[str, bytes]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tree, mboxes = demo
     mbox = tmp_path / "s.mbox"
     mbox.write_bytes(mboxes["missing Signed-off-by"])

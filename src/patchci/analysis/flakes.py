@@ -16,8 +16,10 @@ results (NIPA's flakes page "flips"), how often it failed once between two passe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import ne
 from typing import Protocol, TypeVar
 
 from patchci.model import Outcome
@@ -81,31 +83,58 @@ def state(r: Result) -> str | None:
     return None
 
 
+# One character per result: what the flakes matrix stores per branch (db/matrix.py) and
+# what the signals are computed from, so the matrix and a test's history agree.
+NOT_RUN = "."
+CELLS = {
+    "p": "pass", "f": "fail", "k": FLAKE, "c": "crash", "t": "timeout", "s": "skip",
+    "e": "error", "w": "warn", "n": "pending",
+}  # fmt: skip
+_LETTER = {
+    Outcome.PASS: "p", Outcome.XFAIL: "p", Outcome.FAIL: "f", Outcome.CRASH: "c",
+    Outcome.TIMEOUT: "t", Outcome.SKIP: "s", Outcome.ERROR: "e", Outcome.WARN: "w",
+    Outcome.PENDING: "n",
+}  # fmt: skip
+# pass, fail or flake as P, F, K; every other code (and NOT_RUN) says nothing.
+_STATES = str.maketrans({**dict.fromkeys(CELLS.keys() | {NOT_RUN}), "p": "P", "f": "F",
+                         "c": "F", "t": "F", "k": "K"})  # fmt: skip
+_STATE_NAME = {"P": PASS, "F": FAIL, "K": FLAKE}
+_BOUNCE = re.compile("(?=PFP)")
+
+
+def code(r: Result) -> str:
+    """The one-letter code of a result: its state when failing (flake, or crash/timeout/fail
+    as what went wrong), else its outcome's letter."""
+    s = state(r)
+    if s == FLAKE:
+        return "k"
+    if s == FAIL and r.crashed:
+        return "c"  # an unignored crash splat, whatever the runner said
+    return _LETTER[r.outcome]
+
+
+def signals_of_codes(codes: str) -> FlakeSignals:
+    """Signals of a history given as codes, oldest first; NOT_RUN entries are not results.
+
+    String operations, not a loop per result: the flakes page runs this for every test."""
+    states = codes.translate(_STATES)
+    last = states[-1:]
+    return FlakeSignals(
+        results=len(codes) - codes.count(NOT_RUN),
+        counted=len(states),
+        passes=states.count("P"),
+        failures=states.count("F"),
+        retry_flakes=states.count("K"),
+        flips=sum(map(ne, states, states[1:])),
+        bounces=len(_BOUNCE.findall(states)),
+        streak_state=_STATE_NAME.get(last),
+        streak=len(states) - len(states.rstrip(last)) if last else 0,
+    )
+
+
 def flake_signals(history: Sequence[Result]) -> FlakeSignals:
     """Signals of one test's history, oldest first."""
-    states = [s for s in (state(r) for r in history) if s is not None]
-    flips = sum(1 for a, b in zip(states, states[1:], strict=False) if a != b)
-    bounces = sum(
-        1
-        for a, b, c in zip(states, states[1:], states[2:], strict=False)
-        if (a, b, c) == (PASS, FAIL, PASS)
-    )
-    streak = 0
-    for s in reversed(states):
-        if s != states[-1]:
-            break
-        streak += 1
-    return FlakeSignals(
-        results=len(history),
-        counted=len(states),
-        passes=states.count(PASS),
-        failures=states.count(FAIL),
-        retry_flakes=states.count(FLAKE),
-        flips=flips,
-        bounces=bounces,
-        streak_state=states[-1] if states else None,
-        streak=streak,
-    )
+    return signals_of_codes("".join(code(r) for r in history))
 
 
 K = TypeVar("K", bound=Hashable)

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import ColumnElement
 
 from patchci.brancher import Manifest
+from patchci.db import matrix
 from patchci.db import tables as t
 from patchci.db.base import Database
 from patchci.db.store import NotFound
@@ -183,13 +184,22 @@ class ResultsStore(Database):
             "new_changes": m.new_changes,
         }
         with self._write() as conn:
-            bid = conn.execute(select(bc.id).where(bc.name == m.name)).scalar_one_or_none()
-            if bid is None:
-                ins = t.branches.insert().values(name=m.name, created_at=utcnow(), **values)
+            old = conn.execute(select(bc.id, bc.stream, bc.date).where(bc.name == m.name)).first()
+            if old is None:
+                seq = matrix.next_seq(conn, m.stream)
+                ins = t.branches.insert().values(
+                    name=m.name, created_at=utcnow(), seq=seq, **values
+                )
                 bid = int(conn.execute(ins.returning(bc.id)).scalar_one())
+                if self._out_of_order(conn, bid, m.stream):
+                    matrix.renumber(conn, m.stream)
             else:
+                bid = old.id
                 conn.execute(t.branches.update().where(bc.id == bid).values(**values))
                 conn.execute(t.branch_series.delete().where(t.branch_series.c.branch_id == bid))
+                if (old.stream, as_utc(old.date)) != (m.stream, values["date"]):
+                    for stream in {old.stream, m.stream}:
+                        matrix.renumber(conn, stream)
             rows = {sid: (True, "") for sid in m.series}
             for sid, reason in m.left_out:
                 rows.setdefault(sid, (False, reason))
@@ -203,6 +213,14 @@ class ResultsStore(Database):
                 )
         log.info("branch %s stored (id %d, %d series)", m.name, bid, len(m.series))
         return int(bid)
+
+    @staticmethod
+    def _out_of_order(conn: Connection, bid: int, stream: str) -> bool:
+        """Whether a branch of *stream* is dated after the one just inserted as the last."""
+        bc = t.branches.c
+        me = select(bc.date).where(bc.id == bid).scalar_subquery()
+        later = select(bc.id).where(bc.stream == stream, bc.id != bid, bc.date > me)
+        return conn.execute(select(exists(later))).scalar_one() is True
 
     def branch(self, name: str) -> BranchRow:
         with self._read() as conn:
@@ -325,6 +343,12 @@ class ResultsStore(Database):
             raise NotFound(f"run {run_id}")
         conn.execute(t.tests.delete().where(t.tests.c.run_id == run_id))
         conn.execute(t.crashes.delete().where(t.crashes.c.run_id == run_id))
+        self._insert_tests(conn, run_id, run)
+        where = conn.execute(select(rc.branch_id, rc.executor).where(rc.id == run_id)).one()
+        matrix.refresh(conn, where.branch_id, where.executor)
+
+    @staticmethod
+    def _insert_tests(conn: Connection, run_id: int, run: RunResult) -> None:
         if not run.tests:
             return
         ins = t.tests.insert().returning(t.tests.c.id, sort_by_parameter_order=True)

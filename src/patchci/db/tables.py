@@ -231,6 +231,8 @@ branches = Table(
     Column("merges", Text, nullable=False),  # JSON {ref-or-url: okay|resolved|fail|error}
     Column("new_changes", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Position in its stream by (date, id), 1 = oldest: the column of the flakes matrix.
+    Column("seq", Integer, nullable=False, server_default="0"),
     UniqueConstraint("name"),
     Index(None, "stream", "date"),
 )
@@ -320,4 +322,20 @@ crashes = Table(
     Column("excerpt", Text, nullable=False),
     Column("ignored", Boolean, nullable=False),
     Index(None, "fingerprint"),
+)
+
+
+# Derived from tests (db/matrix.py): per test, one code per branch of its stream, the i-th
+# character for the branch with seq i+1, so the flakes matrix reads a row per test instead
+# of a row per test and branch. Rebuilt from the tables above at any time.
+test_matrix = Table(
+    "test_matrix",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("stream", Text, nullable=False),
+    Column("executor", Text, nullable=False),
+    Column("grp", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("codes", Text, nullable=False),
+    UniqueConstraint("stream", "executor", "grp", "name"),
 )

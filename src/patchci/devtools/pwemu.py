@@ -428,8 +428,9 @@ class FakePatchwork:
         """(patch id, Patchwork name) of a series' patches, in order."""
         with self._lock:
             s = self.series[series_id]
-            return [(pid, patchwork_name(self.submissions[pid].mail.subject))
-                    for pid in s.patch_ids]
+            return [
+                (pid, patchwork_name(self.submissions[pid].mail.subject)) for pid in s.patch_ids
+            ]
 
     def checks_for(self, patch_id: int) -> list[CheckRec]:
         with self._lock:
@@ -1156,6 +1157,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
 
 # The demo's name for it.
 PatchworkEmulator = FakePatchwork

@@ -26,7 +26,7 @@ from patchci.config import Settings
 from patchci.db.migrate import make_engine
 from patchci.db.tables import utcnow
 from patchci.web import render
-from patchci.web.routes import api, contest, logs, metrics, pages
+from patchci.web.routes import api, contest, history, logs, metrics, pages
 from patchci.web.security import SecurityHeaders
 from patchci.web.settings import WebSettings
 
@@ -78,10 +78,12 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
     app.include_router(contest.pages)
+    app.include_router(history.pages)
     app.include_router(logs.router)
     app.include_router(metrics.router)
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(contest.api, prefix=API_PREFIX)
+    app.include_router(history.api, prefix=API_PREFIX)
     _add_error_handlers(app)
 
     @app.get("/", include_in_schema=False)

@@ -1,23 +1,24 @@
 """Queries for the contest pages (branches, runs, per-test results), read-only.
 
-Kept apart from queries.py for size; the history behind the flakes matrix and the test
-history comes from `db.results.ResultsStore`, so the web shows what the analysis computes.
+Kept apart from queries.py for size. The flakes matrix reads the derived `test_matrix`
+(db/matrix.py) and a test's history comes from `db.results.ResultsStore`; both compute
+their signals with `analysis.flakes`, so the web shows what the analysis computes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import exists, false, func, select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import false, func, select
+from sqlalchemy.engine import Connection
 
-from patchci.analysis.flakes import FlakeSignals, HistoryEntry, flake_signals, flake_table, state
+from patchci.analysis.flakes import CELLS, FAIL, FLAKE, FlakeSignals, signals_of_codes
+from patchci.db import matrix
 from patchci.db import tables as t
-from patchci.db.results import HistoryRow, ResultsStore
-from patchci.model import Outcome
 from patchci.web.security import log_relpath, safe_url
 
 
@@ -30,6 +31,9 @@ class ContestFilter:
     outcome: str | None = None  # the final outcome, after retries
     grp: str | None = None
     name: str | None = None  # substring of the test name
+
+
+Key = tuple[str, str, str]  # executor, grp, name
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,16 @@ class MatrixRow:
 
 @dataclass(frozen=True)
 class FlakeMatrix:
+    stream: str | None  # the filter's, else the newest branch's
     branches: list[str]  # newest first
-    rows: list[MatrixRow]
+    rows: list[MatrixRow]  # one page
+    total: int  # tests that passed the filters
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
 
 
 @dataclass(frozen=True)
@@ -168,89 +180,38 @@ def contest_choices(conn: Connection) -> tuple[list[str], list[str]]:
     return sorted(str(x) for x in execs), sorted(str(x) for x in streams)
 
 
-def _matrix_rows(conn: Connection, f: ContestFilter) -> Any:
-    """(branch id, executor, grp, name, outcome, retry, crashed) of the selected branches,
-    oldest first: the columns the matrix needs and no more, as it reads ~100k rows."""
-    tc, rc, bc, cc = t.tests.c, t.runs.c, t.branches.c, t.crashes.c
-    crashed = exists().where(cc.test_id == tc.id, cc.ignored == false())
-    q = (
-        select(rc.branch_id, rc.executor, tc.grp, tc.name, tc.outcome, tc.retry_outcome, crashed)
-        .select_from(t.tests.join(t.runs).join(t.branches))
-        .where(rc.branch_id.in_(_recent_branch_ids(replace(f, branch=None))))
-        .order_by(bc.date, rc.id, tc.id)
-    )
-    if f.executor is not None:
-        q = q.where(rc.executor == f.executor)
-    if f.grp is not None:
-        q = q.where(tc.grp == f.grp)
-    if f.name:
-        q = q.where(tc.name.icontains(f.name, autoescape=True))
-    return conn.execute(q)
+FLAKE_SORTS = ("flaky", "flips", "streak", "name")
 
 
-def _outcome(value: str | None) -> Outcome | None:
-    if value is None:
-        return None
-    try:
-        return Outcome(value)
-    except ValueError:  # as ResultsStore reads it: an unknown outcome is an error
-        return Outcome.ERROR
-
-
-def _entry(
-    cache: dict[tuple[str, str | None, bool], tuple[HistoryEntry, str]],
-    outcome: str, retry: str | None, crashed: bool,
-) -> tuple[HistoryEntry, str]:  # fmt: skip
-    """The (shared) entry and cell text of a result; there are only a few distinct ones."""
-    key = (outcome, retry, crashed)
-    hit = cache.get(key)
-    if hit is None:
-        e = HistoryEntry(_outcome(outcome) or Outcome.ERROR, _outcome(retry), crashed)
-        hit = cache[key] = (e, state(e) or e.outcome.value)
-    return hit
+def _sort_key(sort: str) -> Callable[[tuple[Key, FlakeSignals]], Any]:
+    if sort == "flips":
+        return lambda kv: (-kv[1].flips, -kv[1].retry_flakes, kv[0])
+    if sort == "streak":  # failing now, longest first; then the most recently recovered
+        return lambda kv: (
+            (0, -kv[1].streak) if kv[1].streak_state in (FAIL, FLAKE) else (1, kv[1].streak),
+            kv[0],
+        )
+    if sort == "name":
+        return lambda kv: (kv[0][1], kv[0][2], kv[0][0])
+    return lambda kv: (-kv[1].retry_flakes, -kv[1].flips, -kv[1].failures, kv[0])
 
 
 def flake_matrix(
-    engine: Engine, f: ContestFilter, min_flips: int = 0, limit: int = 500
-) -> FlakeMatrix:
-    """Test × branch matrix of the newest branches, flakiest tests first (NIPA's flakes).
-
-    Same signals as `ResultsStore.history` + `flake_table`, but without building a full
-    HistoryRow per result: identical results share one entry."""
-    cache: dict[tuple[str, str | None, bool], tuple[HistoryEntry, str]] = {}
-    hist: dict[tuple[str, str, str], list[HistoryEntry]] = {}
-    cells: dict[tuple[str, str, str], dict[int, str]] = {}
-    with engine.connect() as conn:
-        for bid, executor, grp, name, outcome, retry, crashed in _matrix_rows(conn, f):
-            key = (executor, grp, name)
-            entry, cell = _entry(cache, outcome, retry, bool(crashed))
-            hist.setdefault(key, []).append(entry)
-            cells.setdefault(key, {})[bid] = cell  # a retried run's later row wins
-        seen = {bid for c in cells.values() for bid in c}
-        bc = t.branches.c
-        named = conn.execute(
-            select(bc.id, bc.name).where(bc.id.in_(seen)).order_by(bc.date.desc(), bc.id.desc())
-        ).all() if seen else []  # fmt: skip
-    table = {k: flake_signals(h) for k, h in hist.items()}
-    order = sorted(
-        ((k, s) for k, s in table.items() if s.flips >= min_flips),
-        key=lambda kv: (-kv[1].retry_flakes, -kv[1].flips, -kv[1].failures, kv[0]),
-    )
+    conn: Connection, f: ContestFilter, min_flips: int = 0, *, sort: str = "flaky",
+    page: int = 1, per_page: int = 100,
+) -> FlakeMatrix:  # fmt: skip
+    """Test × branch matrix of the stream's newest branches (NIPA's flakes page), from the
+    derived `test_matrix`: one row per test, signals from its codes, one page of rows."""
+    w = matrix.window(conn, f.stream, f.branches, executor=f.executor, grp=f.grp, name=f.name)
+    table = [((ex, grp, name), codes, signals_of_codes(codes)) for ex, grp, name, codes in w.rows]
+    kept = sorted(((k, sig) for k, _c, sig in table if sig.flips >= min_flips), key=_sort_key(sort))
+    codes_of = {k: c for k, c, _s in table}
+    start = (page - 1) * per_page
     rows = [
-        MatrixRow(k[0], k[1], k[2], [cells[k].get(b.id) for b in named], sig)
-        for k, sig in order[:limit]
+        MatrixRow(k[0], k[1], k[2], [CELLS.get(c) for c in reversed(codes_of[k])], sig)
+        for k, sig in kept[start : start + per_page]
     ]
-    return FlakeMatrix([b.name for b in named], rows)
-
-
-def history_of_test(
-    engine: Engine, grp: str, name: str, executor: str | None, n: int
-) -> tuple[list[HistoryRow], FlakeSignals | None]:
-    """The newest *n* results of one test (newest first) and its flake signals."""
-    rows = ResultsStore(engine).last_results(grp, name, n=n, executor=executor)
-    if not rows:
-        return [], None
-    return rows, flake_table((0, r) for r in reversed(rows))[0]
+    return FlakeMatrix(w.stream, w.branches, rows, len(kept), page, per_page)
 
 
 def series_branches(conn: Connection, series_id: int) -> list[SeriesBranch]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -50,6 +52,25 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else fmt_age(seconds)
 
 
+# Cell glyphs besides the colour, so the matrix reads without colour vision too.
+GLYPHS = {"pass": "✓", "fail": "✗", "flake": "~", "crash": "!", "timeout": "T", "skip": "s",
+          "error": "e", "warn": "w", "pending": "…"}  # fmt: skip
+
+
+@functools.cache
+def _cell(state: str | None) -> str:
+    if state is None:
+        return '<td class="cell c-none" title="not run"></td>'
+    s = escape(state)
+    return f'<td class="cell c-{s}" title="{s}">{escape(GLYPHS.get(state, ""))}</td>'
+
+
+def matrix_cells(cells: list[str | None]) -> Markup:
+    """The <td>s of a flakes-matrix row: built from a few cached fragments, not a template
+    loop, as a page has ~10 000 of them."""
+    return Markup("".join(map(_cell, cells)))
+
+
 def make_templates() -> Jinja2Templates:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
@@ -58,7 +79,7 @@ def make_templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ts=fmt_time, age=fmt_age, dur=fmt_duration)
+    env.filters.update(ts=fmt_time, age=fmt_age, dur=fmt_duration, cells=matrix_cells)
     env.globals["nav"] = NAV
     return Jinja2Templates(env=env)
 

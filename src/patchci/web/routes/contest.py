@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
 
-from patchci.analysis.flakes import FlakeSignals
-from patchci.db.results import HistoryRow
 from patchci.model import Outcome
 from patchci.web import contest_queries as cq
 from patchci.web.render import page
@@ -41,18 +40,6 @@ def contest_filter(
 
 Filter = Annotated[cq.ContestFilter, Depends(contest_filter)]
 Limit = Annotated[int, Query(ge=1, le=5000)]
-MinFlips = Annotated[int, Query(ge=0, le=1000)]
-Group = Annotated[str, Query(max_length=128, pattern=GROUP)]
-TestName = Annotated[str, Query(min_length=1, max_length=200, pattern=TEXT)]
-Executor = Annotated[str | None, Query(max_length=64, pattern=NAME_OR_EMPTY)]
-Count = Annotated[int, Query(ge=1, le=500)]
-
-
-class TestHistory(BaseModel):
-    grp: str
-    name: str
-    results: list[HistoryRow]
-    signals: FlakeSignals | None
 
 
 def _menus(conn: Conn) -> dict[str, list[str]]:
@@ -68,21 +55,48 @@ def contest_page(
     return page(request, "contest.html", {"log": log, "f": f, **_menus(conn)})
 
 
+@dataclass(frozen=True)
+class MatrixQuery:
+    min_flips: int
+    sort: str
+    page: int
+    per_page: int
+
+
+def matrix_query(
+    min_flips: Annotated[int, Query(ge=0, le=1000)] = 1,
+    sort: Annotated[str, Query(pattern="^(" + "|".join(cq.FLAKE_SORTS) + ")$")] = "flaky",
+    page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> MatrixQuery:
+    return MatrixQuery(min_flips, sort, page_no, per_page)
+
+
+MatrixQ = Annotated[MatrixQuery, Depends(matrix_query)]
+
+
+def _flakes(conn: Conn, f: cq.ContestFilter, q: MatrixQuery) -> cq.FlakeMatrix:
+    return cq.flake_matrix(conn, f, q.min_flips, sort=q.sort, page=q.page, per_page=q.per_page)
+
+
+def _matrix_link(f: cq.ContestFilter, q: MatrixQuery, page_no: int) -> str:
+    params = {k: v for k, v in vars(f).items() if v and k != "branch"}
+    params.update(min_flips=q.min_flips, sort=q.sort, per_page=q.per_page, page=page_no)
+    return "?" + urlencode(params)
+
+
 @pages.get("/flakes", response_class=HTMLResponse)
-def flakes_page(request: Request, conn: Conn, f: Filter, min_flips: MinFlips = 1) -> HTMLResponse:
-    matrix = cq.flake_matrix(conn.engine, f, min_flips)
-    ctx = {"m": matrix, "f": f, "min_flips": min_flips, **_menus(conn)}
+def flakes_page(request: Request, conn: Conn, f: Filter, q: MatrixQ) -> HTMLResponse:
+    m = _flakes(conn, f, q)
+    links = {
+        "prev": _matrix_link(f, q, q.page - 1) if q.page > 1 else None,
+        "next": _matrix_link(f, q, q.page + 1) if q.page < m.pages else None,
+    }
+    ctx = {
+        "m": m, "f": f, "min_flips": q.min_flips, "sort": q.sort, "sorts": cq.FLAKE_SORTS,
+        "links": links, **_menus(conn),
+    }  # fmt: skip
     return page(request, "flakes.html", ctx)
-
-
-@pages.get("/contest/history", response_class=HTMLResponse)
-def history_page(
-    request: Request, conn: Conn, grp: Group, name: TestName, executor: Executor = None,
-    n: Count = 50,
-) -> HTMLResponse:  # fmt: skip
-    rows, signals = cq.history_of_test(conn.engine, grp, name, executor or None, n)
-    ctx = {"rows": rows, "signals": signals, "grp": grp, "name": name, "executor": executor}
-    return page(request, "history.html", ctx)
 
 
 @api.get("/contest/results", response_model=cq.ResultLog)
@@ -92,15 +106,8 @@ def api_results(conn: Conn, web: Web, f: Filter, limit: Limit = 500) -> cq.Resul
 
 
 @api.get("/contest/flakes", response_model=cq.FlakeMatrix)
-def api_flakes(conn: Conn, f: Filter, min_flips: MinFlips = 1) -> cq.FlakeMatrix:
-    """Test × branch matrix with flake signals, flakiest first."""
-    return cq.flake_matrix(conn.engine, f, min_flips)
-
-
-@api.get("/contest/history", response_model=TestHistory)
-def api_history(
-    conn: Conn, grp: Group, name: TestName, executor: Executor = None, n: Count = 50
-) -> TestHistory:
-    """The newest results of one test, with its flake signals."""
-    rows, signals = cq.history_of_test(conn.engine, grp, name, executor or None, n)
-    return TestHistory(grp=grp, name=name, results=rows, signals=signals)
+def api_flakes(conn: Conn, f: Filter, q: MatrixQ) -> cq.FlakeMatrix:
+    """Test × branch matrix of a stream's newest branches with flake signals, one page of
+    tests sorted by `sort` (flaky: retry-flakes then flips; flips; streak: failing now,
+    longest first; name)."""
+    return _flakes(conn, f, q)
