@@ -357,6 +357,16 @@ def test_push_and_reap(repo: Git, tmp_path: Path) -> None:
     assert remote.rev_parse(f"refs/heads/{new.name}") == new.head
 
 
+def test_a_failed_push_keeps_the_cut_branch(
+    repo: Git, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo.run("remote", "add", "gone", str(tmp_path / "no-such-remote.git"))
+    stream = StreamConfig("net-next", "net-next-", "main", gate_checks=GATES, push_remote="gone")
+    m = cut_branch(repo, plan_for([]), stream, {}, tmp_path)
+    assert repo.rev_parse(f"refs/heads/{m.name}") == m.head  # cut; tested and stored next
+    assert "push to gone failed" in caplog.text
+
+
 def test_reap_refuses_checked_out_branch(repo: Git) -> None:
     name = "net-next-2026-01-01--00-00"
     repo.run("branch", name)

@@ -392,9 +392,20 @@ def cut_branch(
         "branch %s: %d series, %d left out, head %s", plan.name, len(series), len(left_out), head
     )
     if stream.push_remote:
-        git.run("push", "--quiet", stream.push_remote, f"refs/heads/{plan.name}", timeout=600)
-        log.info("branch %s: pushed to %s", plan.name, stream.push_remote)
+        push(git, plan.name, stream.push_remote)
     return manifest
+
+
+def push(git: Git, name: str, remote: str) -> bool:
+    """Push a cut branch. A failure is ours and logged, not raised: the branch is cut and
+    still gets tested and stored, or its slot would be lost (it exists, so is not due)."""
+    try:
+        git.run("push", "--quiet", remote, f"refs/heads/{name}", timeout=600)
+    except InfraError as e:
+        log.error("branch %s: push to %s failed (the branch is tested anyway): %s", name, remote, e)
+        return False
+    log.info("branch %s: pushed to %s", name, remote)
+    return True
 
 
 def _head(wt: Git) -> str:

@@ -111,16 +111,11 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 
 def cmd_branch(args: argparse.Namespace) -> int:
-    if not args.now:
-        print(
-            "patchci branch: nothing to do without --now (the daemon cuts branches on its "
-            "schedule)",
-            file=sys.stderr,
-        )
-        return EXIT_INFRA
-    from patchci.contest import cmd_branch_now
+    from patchci.contest import cmd_branch_due, cmd_branch_now
 
-    return cmd_branch_now(_settings(args), args.stream)
+    if args.now:
+        return cmd_branch_now(_settings(args), args.stream)
+    return cmd_branch_due(_settings(args), args.stream)
 
 
 def cmd_contest(args: argparse.Namespace) -> int:
@@ -211,12 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "branch",
-        help="cut a test branch from the series that passed their gate checks and test it",
-        description="Cut <prefix>-YYYY-MM-DD--HH-MM from the stream's base plus every pending "
-        "series whose gate checks passed, run the stream's tests on it, store the results and "
-        "post contest checks. Exit 1 when the branch has regressions.",
+        help="cut the test branches that are due (or one now) and test them",
+        description="For each stream whose branch is due (every_hours after its last one, on "
+        "an hour divisible by every_hours, UTC), cut <prefix>YYYY-MM-DD--HH-MM from the "
+        "stream's base plus every series whose gate checks passed, run the stream's tests on "
+        "it, store the results, post contest checks to Patchwork and delete the stream's "
+        "branches older than keep_days. Meant for cron (e.g. every hour at minute 1); the "
+        "ingest daemon does the same on its own. Prints 'no stream due' and exits 0 when "
+        "there is nothing to do. With --now, cut and test a branch of each stream at once, "
+        "due or not (no contest checks are posted). Exit 1 when a branch has regressions, "
+        "2 when a stream could not be cut or tested.",
     )
-    b.add_argument("--now", action="store_true", help="cut the branch now, not on the schedule")
+    b.add_argument(
+        "--now", action="store_true", help="cut a branch now even if none is due (no posting)"
+    )
     b.add_argument("stream", nargs="?", help="stream name (default: every configured stream)")
     b.set_defaults(func=cmd_branch)
 

@@ -6,16 +6,20 @@ reporter do: `candidates` reads what the pipeline stored, `cut_and_run` cuts a b
 (`ResultsStore`); `contest_posts` turns the stored runs into one `contest` check per patch
 (`report.contest`), and `post_contest` delivers them through the same idempotent ledger as
 the per-patch checks. `find_culprits` re-runs regressed tests on each series' tip of the
-branch to say which series broke which test.
+branch to say which series broke which test. `cut_due` is the schedule: the daemon (and
+`patchci branch`) call it every cycle and it cuts, tests, reports and reaps each stream
+whose branch is due.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -25,12 +29,15 @@ from patchci.brancher import (
     Candidate,
     Manifest,
     StreamConfig,
+    branches_to_reap,
     cut_branch,
+    is_due,
     list_branches,
     plan_branch,
+    reap,
     series_outcomes,
 )
-from patchci.config import Settings, StreamSettings
+from patchci.config import PatchworkSource, Settings, StreamSettings
 from patchci.db.results import BranchRow, ResultsStore
 from patchci.db.store import NotFound, Store
 from patchci.errors import ConfigError, InfraError
@@ -180,11 +187,15 @@ def post_contest(
     client: PatchworkClient,
     branch: str,
     target_url: str | None = None,
+    *,
+    series: Collection[int] | None = None,
 ) -> DeliveryStats:
-    """Deliver the branch's contest checks once per change (the deliveries ledger)."""
+    """Deliver the branch's contest checks once per change (the deliveries ledger).
+    *series*, when given, limits them to those series (the ones *client*'s server holds)."""
     by_series: dict[int, list[CheckPost]] = {}
     for sid, post in contest_posts(store, results, branch, target_url):
-        by_series.setdefault(sid, []).append(post)
+        if series is None or sid in series:
+            by_series.setdefault(sid, []).append(post)
     total = [0, 0, 0, 0]
     for sid, posts in by_series.items():
         stats = deliver_posts(store, client, f"patchwork:{client.url}", sid, posts)
@@ -231,6 +242,162 @@ def find_culprits(
             log.info("branch %s: %s/%s broken by series %d", manifest.name, *key, sid)
         todo = [t for t in todo if t.key not in hit]
     return blamed
+
+
+# -- the schedule --------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+def configured_streams(settings: Settings) -> tuple[StreamSettings, ...]:
+    """`settings.streams` once config.Settings has the field; validated either way."""
+    return settings.streams
+
+
+def executor_for(ss: StreamSettings) -> LocalExecutor:
+    return LocalExecutor(
+        f"local-{ss.name}", ss.build_command or None, retries=ss.retries, jobs=ss.jobs,
+        timeout=ss.test_timeout, env=ss.env,
+    )  # fmt: skip
+
+
+def _cut_stream(
+    settings: Settings, ss: StreamSettings, store: Store, results: ResultsStore, now: datetime
+) -> ContestRun:
+    """Cut and test the branch of *ss* for *now* with the stream's own executor and tests."""
+    tree = settings.tree(ss.tree)
+    stream = ss.stream_config(tree)
+    path = settings.tree_path(tree)
+    tests = selftest_specs(path, stream.base_branch, ss.tests_dir, ss.test_timeout)
+    return cut_and_run(
+        store, results, tree_path=path, tree=tree.name, stream=stream,
+        executor=executor_for(ss), tests=tests, now=now, work_dir=settings.data_path / "contest",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StreamCut:
+    """What one due stream did in a cycle. *errors* are ours (the stream could not be cut,
+    its tests could not run, a post or a reap failed), never a series' fault."""
+
+    stream: str
+    branch: str | None = None
+    run_status: str | None = None
+    posted: int = 0
+    reaped: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+def stream_due(settings: Settings, ss: StreamSettings, now: datetime) -> bool:
+    """Whether *ss* has a branch due at *now* (brancher.is_due against its newest branch).
+    Off the hour grid this costs nothing; on it, one `git for-each-ref`."""
+    if not is_due(now, None, ss.every_hours):
+        return False
+    tree = settings.tree(ss.tree)
+    last = _last_branch_time(Git(settings.tree_path(tree)), ss.stream_config(tree).prefix)
+    return is_due(now, last, ss.every_hours)
+
+
+def _attempt(stream: str, what: str, fn: Callable[[], _T], errors: list[str]) -> _T | None:
+    """*fn*(), or None with the failure logged and added to *errors*."""
+    try:
+        return fn()
+    except (InfraError, ConfigError, NotFound, OSError) as e:
+        log.error("stream %s: %s failed: %s", stream, what, e)
+        errors.append(f"{what}: {e}")
+    except Exception as e:  # a bug in one stream must not stop the others or the daemon
+        log.exception("stream %s: %s crashed", stream, what)
+        errors.append(f"{what}: {type(e).__name__}: {e}")
+    return None
+
+
+def _post_branch(
+    store: Store,
+    results: ResultsStore,
+    settings: Settings,
+    branch: str,
+    clients: Mapping[str, PatchworkClient],
+) -> int:
+    """Post the branch's contest checks, each series to the Patchwork source it came from
+    (Patchwork ids belong to one server; trees name no source). Returns checks posted;
+    raises InfraError naming undelivered checks so they are recorded."""
+    if not settings.report.patchwork.enabled:
+        log.info("branch %s: Patchwork reporting disabled, contest checks not posted", branch)
+        return 0
+    by_source: dict[str, list[int]] = {}
+    for sid in results.branch(branch).series:
+        by_source.setdefault(store.series_row(sid).source, []).append(sid)
+    posted = failed = 0
+    for source, sids in sorted(by_source.items()):
+        client = clients.get(source)
+        if client is None:
+            log.info("branch %s: source %s is not Patchwork, contest checks of series %s "
+                     "not posted", branch, source, sids)  # fmt: skip
+            continue
+        stats = post_contest(store, results, client, branch, series=sids)
+        posted, failed = posted + stats.posted, failed + stats.failed
+    log.info("branch %s: %d contest checks posted, %d failed", branch, posted, failed)
+    if failed:
+        raise InfraError(f"branch {branch}: {failed} contest checks not delivered (see log)")
+    return posted
+
+
+def _reap_old(settings: Settings, ss: StreamSettings, now: datetime) -> tuple[str, ...]:
+    """Delete the stream's branches older than keep_days (and on push_remote)."""
+    tree = settings.tree(ss.tree)
+    stream = ss.stream_config(tree)
+    git = Git(settings.tree_path(tree))
+    old = branches_to_reap(list_branches(git, stream.prefix), stream.prefix, now, ss.keep_days)
+    return tuple(reap(git, old, stream.push_remote))
+
+
+def _cut_one(
+    store: Store,
+    results: ResultsStore,
+    settings: Settings,
+    ss: StreamSettings,
+    now: datetime,
+    clients: Mapping[str, PatchworkClient],
+) -> StreamCut | None:
+    """Cut, test, post and reap one stream if it is due; None when it is not."""
+    errors: list[str] = []
+    due = _attempt(ss.name, "due check", partial(stream_due, settings, ss, now), errors)
+    if not due:
+        return StreamCut(ss.name, errors=tuple(errors)) if errors else None
+    cut = partial(_cut_stream, settings, ss, store, results, now)
+    done = _attempt(ss.name, "cut", cut, errors)
+    if done is None:
+        return StreamCut(ss.name, errors=tuple(errors))
+    name = done.manifest.name
+    if done.run.status == RUN_ERROR:  # stored as an "error" run; its checks say pending
+        errors.append(f"run: {done.run.error or 'the executor failed'}")
+    post = partial(_post_branch, store, results, settings, name, clients)
+    posted = _attempt(ss.name, "contest post", post, errors) or 0
+    reaped = _attempt(ss.name, "reap", partial(_reap_old, settings, ss, now), errors) or ()
+    return StreamCut(ss.name, name, done.run.status, posted, reaped, tuple(errors))
+
+
+def cut_due(
+    store: Store,
+    results: ResultsStore,
+    settings: Settings,
+    now: datetime,
+    clients: Mapping[str, PatchworkClient],
+    *,
+    streams: Sequence[StreamSettings] | None = None,
+) -> list[StreamCut]:
+    """For each stream (default: every configured one) whose branch is due at *now*: cut
+    and test it, post its contest checks and reap branches older than keep_days.
+
+    A stream that is not due does nothing. One stream's failure is logged and returned in
+    its StreamCut and the other streams go on; no series state changes.
+    """
+    out = []
+    for ss in configured_streams(settings) if streams is None else streams:
+        cut = _cut_one(store, results, settings, ss, now, clients)
+        if cut is not None:
+            out.append(cut)
+    return out
 
 
 # -- console rendering ---------------------------------------------------------------------
@@ -280,11 +447,6 @@ def results_table(run: RunResult) -> Table:
 # -- CLI handlers --------------------------------------------------------------------------
 
 
-def configured_streams(settings: Settings) -> tuple[StreamSettings, ...]:
-    """`settings.streams` once config.Settings has the field; validated either way."""
-    return settings.streams
-
-
 def _pick(settings: Settings, name: str | None) -> list[StreamSettings]:
     streams = configured_streams(settings)
     if name is not None:
@@ -296,25 +458,10 @@ def _pick(settings: Settings, name: str | None) -> list[StreamSettings]:
     return list(streams)
 
 
-def executor_for(ss: StreamSettings) -> LocalExecutor:
-    return LocalExecutor(
-        f"local-{ss.name}", ss.build_command or None, retries=ss.retries, jobs=ss.jobs,
-        timeout=ss.test_timeout, env=ss.env,
-    )  # fmt: skip
-
-
 def _branch_now(
     settings: Settings, ss: StreamSettings, store: Store, results: ResultsStore, console: Console
 ) -> int:
-    tree = settings.tree(ss.tree)
-    stream = ss.stream_config(tree)
-    path = settings.tree_path(tree)
-    tests = selftest_specs(path, stream.base_branch, ss.tests_dir, ss.test_timeout)
-    done = cut_and_run(
-        store, results, tree_path=path, tree=tree.name, stream=stream,
-        executor=executor_for(ss), tests=tests, now=datetime.now(UTC),
-        work_dir=settings.data_path / "contest",
-    )  # fmt: skip
+    done = _cut_stream(settings, ss, store, results, datetime.now(UTC))
     _show(store, results, done.manifest.name, console)
     if done.run.status == RUN_ERROR:
         return 2
@@ -363,6 +510,47 @@ def cmd_branch_now(settings: Settings, stream_name: str | None = None) -> int:
     return max(codes, default=0)
 
 
+def _report_cut(store: Store, results: ResultsStore, cut: StreamCut, console: Console) -> int:
+    """Print one stream's cut; the exit code it calls for (2 ours, 1 regressions, 0)."""
+    state = None
+    if cut.branch is not None:
+        state = _show(store, results, cut.branch, console).state
+        reaped = ", ".join(cut.reaped) or "none"
+        done = f"stream {cut.stream}: {cut.posted} contest checks posted; reaped: {reaped}"
+        console.print(Text(done))
+    for err in cut.errors:
+        console.print(Text(f"stream {cut.stream}: error: {err}", style="bold red"))
+    if cut.errors:
+        return 2
+    return 1 if state == FAIL else 0
+
+
+def cmd_branch_due(settings: Settings, stream_name: str | None = None) -> int:
+    """`patchci branch [STREAM]`: cut, test, post and reap each stream due now (for cron)."""
+    from patchci.daemon import make_client  # not at the top: the daemon imports this module
+
+    console = Console()
+    try:
+        streams = _pick(settings, stream_name)
+    except ConfigError as e:
+        console.print(Text(f"error: {e}", style="bold red"))
+        return 2
+    store, results = _open(settings)
+    sources = [s for s in settings.sources if isinstance(s, PatchworkSource)]
+    clients = {s.name: make_client(s) for s in sources}
+    try:
+        now = datetime.now(UTC)
+        cuts = cut_due(store, results, settings, now, clients, streams=streams)
+        if not cuts:
+            console.print(Text(f"no stream due at {now:%Y-%m-%d %H:%M} UTC"))
+            return 0
+        return max(_report_cut(store, results, cut, console) for cut in cuts)
+    finally:
+        for client in clients.values():
+            client.close()
+        store.close()
+
+
 def _latest_branch(settings: Settings, results: ResultsStore) -> str | None:
     found: list[tuple[datetime, str]] = []
     for ss in configured_streams(settings):
@@ -400,15 +588,19 @@ def cmd_contest_show(settings: Settings, branch: str | None = None) -> int:
 
 __all__ = [
     "ContestRun",
+    "StreamCut",
     "StreamSettings",
     "candidates",
+    "cmd_branch_due",
     "cmd_branch_now",
     "cmd_contest_show",
     "contest_posts",
     "contest_summary",
     "cut_and_run",
+    "cut_due",
     "find_culprits",
     "post_contest",
     "selftest_specs",
     "series_mbox",
+    "stream_due",
 ]

@@ -1,4 +1,5 @@
-"""The long-running service: poll sources → store → check → report, and keep going.
+"""The long-running service: poll sources → store → check → report → cut the test
+branches that are due, and keep going.
 
 Each stage works from the database, so a restart picks up where the last run stopped: a
 series is stored with its event (cursor) in one transaction, checked once, and its results
@@ -20,6 +21,8 @@ from urllib.parse import quote
 
 from patchci.checks.base import Check
 from patchci.config import MailSource, PatchworkSource, Settings
+from patchci.contest import cut_due
+from patchci.db.results import ResultsStore
 from patchci.db.store import Store
 from patchci.errors import FetchError, InfraError, PatchError
 from patchci.model import CheckResult, Patch, Series
@@ -319,10 +322,16 @@ def report_pending(
 
 
 def run_cycle(
-    store: Store, settings: Settings, clients: dict[str, PatchworkClient], only: str | None = None
+    store: Store,
+    settings: Settings,
+    clients: dict[str, PatchworkClient],
+    only: str | None = None,
+    *,
+    now: datetime | None = None,
 ) -> dict[str, int]:
-    """One pass: poll every source, check what is new, report. Never raises for one
-    source's failure: it is logged and the others go on."""
+    """One pass: poll every source, check what is new, report, then (with streams
+    configured) cut the branches due at *now*. Never raises for one source's or one
+    stream's failure: it is logged and the others go on."""
     stats = {"new": 0, "checked": 0, "posted": 0, "errors": 0}
     for src in settings.sources:
         if only and src.name != only:
@@ -342,6 +351,11 @@ def run_cycle(
             stats["errors"] += 1
     stats["checked"] = process_pending(store, settings)
     stats["posted"] = report_pending(store, settings, clients).posted
+    if settings.streams:
+        when = now or datetime.now(UTC)
+        cuts = cut_due(store, ResultsStore(store.engine), settings, when, clients)
+        stats["branches"] = sum(c.branch is not None for c in cuts)
+        stats["branch_errors"] = sum(bool(c.errors) for c in cuts)
     return stats
 
 
@@ -365,14 +379,21 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     )
     while True:
         stats = run_cycle(store, settings, clients, source)
-        print(
-            f"ingest: {stats['new']} new series, {stats['checked']} checked, "
-            f"{stats['posted']} checks posted, {stats['errors']} source errors"
-        )
+        print(_cycle_line(stats), flush=True)
         if once:
-            return 2 if stats["errors"] else 0
+            return 2 if stats["errors"] or stats.get("branch_errors") else 0
         if stop.wait(interval):
             return 0
+
+
+def _cycle_line(stats: dict[str, int]) -> str:
+    line = (
+        f"ingest: {stats['new']} new series, {stats['checked']} checked, "
+        f"{stats['posted']} checks posted, {stats['errors']} source errors"
+    )
+    if "branches" in stats:
+        line += f", {stats['branches']} branches cut, {stats['branch_errors']} stream errors"
+    return line
 
 
 def run_process(settings: Settings) -> int:
