@@ -21,6 +21,7 @@ from sqlalchemy.sql import ColumnElement
 from patchci.db import tables as t
 from patchci.db.store import DeliveryRow, JobRow
 from patchci.model import OUTCOME_PRIORITY, Outcome
+from patchci.web import status_queries as sq
 from patchci.web.contest_queries import SeriesBranch, series_branches
 from patchci.web.security import log_relpath, lore_url, safe_url
 
@@ -412,6 +413,7 @@ class StatusReport:
     check_errors: list[CheckError]
     latency: Latency
     alarms: list[str]  # the sources whose cursor is stale
+    contest: sq.ContestStatus  # executors, runs in progress, branches waiting
 
 
 def _age(now: datetime, then: datetime | None) -> float:
@@ -563,4 +565,5 @@ def status_report(
         check_errors=checks,
         latency=first_result_latency(conn, since),
         alarms=[s.source for s in sources if s.alarm],
+        contest=sq.contest_status(conn, now, window_s),
     )

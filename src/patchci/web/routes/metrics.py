@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from patchci.web import queries
+from patchci.web import status_queries as sq
 from patchci.web.routes.deps import Conn, Now, Web
 
 router = APIRouter(include_in_schema=False)
@@ -28,14 +29,23 @@ def _family(
         yield f'{name}{{{label}="{_label(key)}"}} {value:g}'
 
 
+def _gauge(name: str, help_text: str, value: float) -> Iterable[str]:
+    yield f"# HELP {name} {help_text}"
+    yield f"# TYPE {name} gauge"
+    yield f"{name} {value:g}"
+
+
 def render_metrics(
     series: Mapping[str, int],
     jobs: Mapping[str, int],
     results: Mapping[str, int],
     sources: Iterable[queries.SourceStatus],
+    executors: Iterable[sq.ExecutorStatus] = (),
 ) -> str:
     """The exposition text; pure, so tests can pin the format."""
     sources = list(sources)
+    executors = list(executors)
+    seen = {e.executor: e.age_s for e in executors}
     ages = {c.name: c.age_s for s in sources for c in s.cursors}
     stale = {s.source: float(s.alarm) for s in sources}
     lines = [
@@ -54,6 +64,14 @@ def render_metrics(
             "1 when a source's cursor has not moved for longer than the alarm threshold.",
             "source", stale,
         ),
+        *_family(
+            "patchci_executor_last_run_age_seconds", "gauge",
+            "Seconds since the executor last started or finished a run.", "executor", seen,
+        ),
+        *_gauge(
+            "patchci_runs_running", "Contest runs in progress.",
+            sum(e.running for e in executors),
+        ),
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -68,5 +86,6 @@ def metrics(conn: Conn, web: Web, now: Now) -> PlainTextResponse:
         queries.jobs_by_status(conn),
         queries.results_by_outcome(conn),
         sources,
+        sq.executor_status(conn, now, web.recent_window),
     )
     return PlainTextResponse(text, media_type=CONTENT_TYPE)
