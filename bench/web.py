@@ -146,6 +146,7 @@ def _fill(url: str, shape: Shape) -> None:
                 if stmt.strip():
                     conn.execute(stmt, params)
         conn.execute("DROP INDEX ix_subtests_test_id")
+        conn.execute("DROP INDEX ix_subtests_test_final")
         conn.execute("ALTER TABLE subtests DROP CONSTRAINT pk_subtests")
         n_tests = shape.branches * shape.executors * shape.tests
         step = max(1, 1_000_000 // max(1, shape.subtests))
@@ -153,6 +154,10 @@ def _fill(url: str, shape: Shape) -> None:
             conn.execute(_FILL_SUBTESTS, {**params, "lo": lo, "hi": lo + step - 1})
         conn.execute("ALTER TABLE subtests ADD CONSTRAINT pk_subtests PRIMARY KEY (id)")
         conn.execute("CREATE INDEX ix_subtests_test_id ON subtests (test_id)")
+        conn.execute(
+            "CREATE INDEX ix_subtests_test_final ON subtests "
+            "(test_id, coalesce(retry_outcome, outcome))"
+        )
         for table in ("branches", "runs", "tests", "series", "jobs"):
             conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "

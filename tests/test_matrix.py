@@ -4,11 +4,9 @@ what it holds always equals a rebuild from the source tables."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 
-import pytest
 from alembic import command
 from sqlalchemy import select
 
@@ -21,17 +19,9 @@ from tests.pg import db_url as db_url  # fixtures, used by name
 from tests.pg import pg_server as pg_server
 from tests.pg import pg_url as pg_url
 from tests.test_results_db import KNOWN, WARN, manifest, result, run
+from tests.test_results_db import rs as rs
 
 P, F, S = Outcome.PASS, Outcome.FAIL, Outcome.SKIP
-
-
-@pytest.fixture
-def rs(db_url: str) -> Iterator[ResultsStore]:
-    s = ResultsStore.open(db_url)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def table(rs: ResultsStore) -> dict[tuple[str, str, str, str], str]:

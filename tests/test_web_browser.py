@@ -194,9 +194,14 @@ def test_contest_and_flakes_in_the_browser(page: Watched) -> None:
     p.goto(f"/flakes?stream={STREAM}")
     assert p.locator("tr.matrix-row").count() == 2
     assert p.locator("#flakes-matrix td.c-flake").count() == 2
+    assert p.locator("#flakes-matrix td.c-crash").count() == 1
     page.shot("flakes")
     with p.expect_navigation():
-        p.click("tr.matrix-row >> nth=0 >> td.subject a")
+        p.click("a.sort:text('name')")
+    first = p.locator("tr.matrix-row >> nth=0 >> td.subject").inner_text()
+    assert first.endswith("broken.sh") and "sort=name" in p.url
+    with p.expect_navigation():
+        p.click("tr.matrix-row >> nth=1 >> td.subject a")  # flaky.sh, after broken.sh
     assert p.locator("tr.history-row").count() == 6
     assert "2 flaked" in p.locator("#signals").inner_text()
     page.shot("test-history")

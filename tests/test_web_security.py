@@ -27,6 +27,7 @@ from patchci.web.security import (
     safe_url,
 )
 from tests.web_server import (
+    GROUP,
     XSS_DESCRIPTION,
     XSS_SUBJECT,
     Hostile,
@@ -163,7 +164,9 @@ PAYLOADS = [
 ]
 SERIES_PARAMS = ("tree", "state", "outcome", "submitter", "q", "page", "per_page")
 CONTEST_PARAMS = ("branch", "branches", "stream", "executor", "outcome", "grp", "name")
-HISTORY = {"grp": "net", "name": "flaky.sh"}
+MATRIX_PARAMS = ("min_flips", "sort", "page", "per_page")
+LOG_PARAMS = ("limit", "subtests", "sort", "dir", "page", "per_page")
+HISTORY = {"grp": GROUP, "name": "flaky.sh"}  # a test the fixture has: rows to compare
 WIDEST = {"min_flips": "0"}  # the baseline shows every test, so no payload can show more
 ROUTES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "/series": (SERIES_PARAMS, {}),
@@ -174,12 +177,12 @@ ROUTES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "/status": (("unknown",), {}),
     "/api/v1/status": (("unknown",), {}),
     "/metrics": (("unknown",), {}),
-    "/contest": ((*CONTEST_PARAMS, "limit"), {}),
-    "/api/v1/contest/results": ((*CONTEST_PARAMS, "limit"), {}),
-    "/flakes": ((*CONTEST_PARAMS, "min_flips"), WIDEST),
-    "/api/v1/contest/flakes": ((*CONTEST_PARAMS, "min_flips"), WIDEST),
-    "/contest/history": (("grp", "name", "executor", "n"), HISTORY),
-    "/api/v1/contest/history": (("grp", "name", "executor", "n"), HISTORY),
+    "/contest": ((*CONTEST_PARAMS, *LOG_PARAMS), {}),
+    "/api/v1/contest/results": ((*CONTEST_PARAMS, *LOG_PARAMS), {}),
+    "/flakes": ((*CONTEST_PARAMS, *MATRIX_PARAMS), WIDEST),
+    "/api/v1/contest/flakes": ((*CONTEST_PARAMS, *MATRIX_PARAMS), WIDEST),
+    "/contest/history": (("grp", "name", "executor", "n", "subtest"), HISTORY),
+    "/api/v1/contest/history": (("grp", "name", "executor", "n", "subtest"), HISTORY),
 }
 CASES = [(route, param) for route, (params, _) in ROUTES.items() for param in params]
 FREE_TEXT = {"q", "submitter", "name"}

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
 )
 
 # Deterministic constraint names, so later migrations can refer to them on both backends.
@@ -270,6 +271,7 @@ runs = Table(
     Column("link", Text, nullable=True),
     Index(None, "branch_id", "executor"),
     Index(None, "executor", "started_at"),
+    Index(None, "status"),  # the status page's running runs
 )
 
 tests = Table(
@@ -304,6 +306,14 @@ subtests = Table(
     Column("outcome", Text, nullable=False),
     Column("retry_outcome", Text, nullable=True),
     Column("duration", Float, nullable=True),
+)
+
+# The contest log with subtests shown, filtered by final outcome: per test, without
+# reading its subtests' rows.
+Index(
+    "ix_subtests_test_final",
+    subtests.c.test_id,
+    func.coalesce(subtests.c.retry_outcome, subtests.c.outcome),
 )
 
 crashes = Table(

@@ -13,12 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import false, func, select
+from sqlalchemy import and_, case, false, func, or_, select, true, union
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from patchci.analysis.flakes import CELLS, FAIL, FLAKE, FlakeSignals, signals_of_codes
 from patchci.db import matrix
 from patchci.db import tables as t
+from patchci.model import OUTCOME_PRIORITY
 from patchci.web.security import log_relpath, safe_url
 
 
@@ -35,6 +37,34 @@ class ContestFilter:
 
 Key = tuple[str, str, str]  # executor, grp, name
 
+LOG_SORTS = ("date", "executor", "test", "result", "time")
+# A column's direction when its header is first clicked: newest and slowest first, and for
+# `result` ascending means worst first (OUTCOME_PRIORITY); the rest alphabetical.
+LOG_DIRECTIONS = {"date": "desc", "time": "desc"}
+LOG_PER_PAGE, LOG_PER_PAGE_MAX = 100, 1000
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """How the result log is shown: subtests or not, the sort column and one page."""
+
+    subtests: bool = False
+    sort: str = "date"
+    direction: str = "desc"
+    page: int = 1
+    per_page: int = LOG_PER_PAGE
+
+
+@dataclass(frozen=True)
+class SubtestRow:
+    path: str  # "a/b/c" from the test down
+    depth: int
+    name: str
+    outcome: str
+    retry_outcome: str | None
+    final: str
+    duration: float | None
+
 
 @dataclass(frozen=True)
 class ResultRow:
@@ -49,17 +79,27 @@ class ResultRow:
     retry_outcome: str | None
     final: str
     duration: float | None
+    retry_duration: float | None
     log: str | None  # path under /contest/logs/
     retry_log: str | None
     crashes: int
     link: str | None
+    reproduce: str
+    matched: bool  # False: listed only as the context of matching subtests
+    subtests: list[SubtestRow]  # with subtests on: those that match, in path order
 
 
 @dataclass(frozen=True)
 class ResultLog:
-    rows: list[ResultRow]
-    total: int
-    limit: int
+    rows: list[ResultRow]  # one page of tests
+    total: int  # tests that passed the filters
+    limit: int  # = per_page, for API clients of the days before pages
+    page: int
+    per_page: int
+    pages: int
+    sort: str
+    direction: str
+    subtests: bool
 
 
 @dataclass(frozen=True)
@@ -103,67 +143,193 @@ def _recent_branch_ids(f: ContestFilter) -> Any:
     return select(q.subquery().c.id)
 
 
-def result_log(conn: Connection, f: ContestFilter, logs_root: Path | None, limit: int) -> ResultLog:
-    """Test results of the selected branches, newest branch first (NIPA's result log)."""
-    tc, rc, bc = t.tests.c, t.runs.c, t.branches.c
-    final = func.coalesce(tc.retry_outcome, tc.outcome)
-    crashes = (
-        select(func.count())
-        .where(t.crashes.c.test_id == tc.id, t.crashes.c.ignored == false())
-        .scalar_subquery()
+def result_log(
+    conn: Connection, f: ContestFilter, logs_root: Path | None, q: LogQuery = LogQuery()
+) -> ResultLog:
+    """One page of test results of the selected branches (NIPA's result log), sorted by
+    `q.sort`; with `q.subtests`, each test carries its subtests that match the filters."""
+    where, own = _log_where(f, q)
+    page_q = (
+        select(*_log_columns(), own.label("matched"))
+        .select_from(t.tests.join(t.runs).join(t.branches))
+        .where(*where)
+        .order_by(*_log_order(q))
+        .limit(q.per_page)
+        .offset((q.page - 1) * q.per_page)
     )
+    if _by_subtests(f, q):  # the costly pass over subtests runs once: count in the same query
+        rows = conn.execute(page_q.add_columns(func.count().over().label("total"))).all()
+        total = int(rows[0].total) if rows else _count(conn, where) if q.page > 1 else 0
+    else:
+        total = _count(conn, where)
+        rows = conn.execute(page_q).all()
+    ids = [r.id for r in rows]
+    crashes = _crash_counts(conn, ids)
+    subs = _subtests_of(conn, ids, f) if q.subtests else {}
+    items = [_result_row(r, logs_root, crashes.get(r.id, 0), subs.get(r.id, [])) for r in rows]
+    pages = max(1, -(-total // q.per_page))
+    return ResultLog(
+        items, total, q.per_page, q.page, q.per_page, pages, q.sort, q.direction, q.subtests
+    )
+
+
+def _by_subtests(f: ContestFilter, q: LogQuery) -> bool:
+    """Whether subtests take part in the filtering (else they are only shown)."""
+    return q.subtests and (f.outcome is not None or f.name is not None)
+
+
+def _log_where(
+    f: ContestFilter, q: LogQuery
+) -> tuple[list[ColumnElement[bool]], ColumnElement[bool]]:
+    """The conditions on a listed test, and whether the test itself matches: with subtests
+    taking part, a test is also listed for one of its subtests."""
+    tc, rc = t.tests.c, t.runs.c
+    where: list[ColumnElement[bool]] = [rc.branch_id.in_(_recent_branch_ids(f))]
+    if f.executor is not None:
+        where.append(rc.executor == f.executor)
+    if f.grp is not None:
+        where.append(tc.grp == f.grp)
+    own_match = _test_match(f)
+    own = and_(*own_match) if own_match else true()
+    if _by_subtests(f, q):  # ids of both kinds, so the outer query still starts from them
+        itself = select(tc.id).select_from(t.tests.join(t.runs)).where(*where, own)
+        either = union(itself.correlate(None), _tests_with_matching_subtests(f, where))
+        where.append(tc.id.in_(either))
+    else:
+        where.append(own)
+    return where, own
+
+
+def _count(conn: Connection, where: list[ColumnElement[bool]]) -> int:
+    q = select(func.count()).select_from(t.tests.join(t.runs)).where(*where)
+    return int(conn.execute(q).scalar_one())
+
+
+def _final(c: Any) -> ColumnElement[str]:
+    """The outcome after retries, of a tests or subtests row."""
+    return func.coalesce(c.retry_outcome, c.outcome)
+
+
+def _test_match(f: ContestFilter) -> list[ColumnElement[bool]]:
+    tc = t.tests.c
+    match = []
+    if f.outcome is not None:
+        match.append(_final(tc) == f.outcome)
+    if f.name is not None:
+        match.append(tc.name.icontains(f.name, autoescape=True))
+    return match
+
+
+def _subtest_match(f: ContestFilter) -> list[ColumnElement[bool]]:
+    """A subtest matches by its outcome and by its path, or its test's name (so a test's
+    whole tree shows when the test is the one searched for)."""
+    sc, tc = t.subtests.c, t.tests.c
+    match = []
+    if f.outcome is not None:
+        match.append(_final(sc) == f.outcome)
+    if f.name is not None:
+        match.append(
+            or_(
+                sc.path.icontains(f.name, autoescape=True),
+                tc.name.icontains(f.name, autoescape=True),
+            )
+        )
+    return match
+
+
+def _tests_with_matching_subtests(f: ContestFilter, where: list[ColumnElement[bool]]) -> Any:
+    """Ids of the selected tests with a matching subtest: a join from those tests into
+    their subtests by test_id, so the cost grows with the branches shown, not the table."""
+    return (
+        select(t.subtests.c.test_id)
+        .select_from(t.subtests.join(t.tests).join(t.runs))
+        .where(*where, *_subtest_match(f))
+        .correlate(None)  # the same tables as the outer query, but its own rows
+    )
+
+
+def _log_columns() -> list[Any]:
+    tc, rc, bc = t.tests.c, t.runs.c, t.branches.c
+    return [
+        tc.id, tc.run_id, bc.name.label("branch"), bc.date, rc.executor, tc.grp, tc.name,
+        tc.outcome, tc.retry_outcome, _final(tc).label("final"), tc.duration,
+        tc.retry_duration, tc.log_path, tc.retry_log_path, rc.link, tc.reproduce,
+    ]  # fmt: skip
+
+
+def _severity(outcome: ColumnElement[str]) -> ColumnElement[int]:
+    """0 for the worst outcome, by OUTCOME_PRIORITY."""
+    ranks = {o.value: i for i, o in enumerate(OUTCOME_PRIORITY)}
+    return case(ranks, value=outcome, else_=len(ranks))
+
+
+def _log_order(q: LogQuery) -> list[Any]:
+    """The sort column in the asked direction, then the default order (newest branch
+    first, then executor, group, name), so pages never overlap."""
+    tc, rc, bc = t.tests.c, t.runs.c, t.branches.c
+    keys: dict[str, list[Any]] = {
+        "date": [bc.date, bc.id],
+        "executor": [rc.executor],
+        "test": [tc.grp, tc.name],
+        "result": [_severity(_final(tc))],
+        "time": [tc.duration],
+    }
+    first = [k.desc() if q.direction == "desc" else k.asc() for k in keys[q.sort]]
+    if q.sort == "time":  # tests without a time last, whichever the direction
+        first.insert(0, tc.duration.is_(None))
+    return [*first, bc.date.desc(), bc.id.desc(), rc.executor, tc.grp, tc.name, tc.id]
+
+
+def _crash_counts(conn: Connection, test_ids: list[int]) -> dict[int, int]:
+    """Crashes (not ignored) per test of one page."""
+    if not test_ids:
+        return {}
+    cc = t.crashes.c
+    q = (
+        select(cc.test_id, func.count())
+        .where(cc.test_id.in_(test_ids), cc.ignored == false())
+        .group_by(cc.test_id)
+    )
+    return {int(tid): int(n) for tid, n in conn.execute(q)}
+
+
+def _subtests_of(
+    conn: Connection, test_ids: list[int], f: ContestFilter
+) -> dict[int, list[SubtestRow]]:
+    """The matching subtests of one page's tests, each test's in path order."""
+    if not test_ids:
+        return {}
+    sc = t.subtests.c
     q = (
         select(
-            tc.id,
-            tc.run_id,
-            bc.name.label("branch"),
-            bc.date,
-            rc.executor,
-            tc.grp,
-            tc.name,
-            tc.outcome,
-            tc.retry_outcome,
-            final.label("final"),
-            tc.duration,
-            tc.log_path,
-            tc.retry_log_path,
-            crashes.label("crashes"),
-            rc.link,
-        )  # fmt: skip
-        .select_from(t.tests.join(t.runs).join(t.branches))
-        .where(rc.branch_id.in_(_recent_branch_ids(f)))
+            sc.test_id,
+            sc.path,
+            sc.depth,
+            sc.name,
+            sc.outcome,
+            sc.retry_outcome,
+            _final(sc).label("final"),
+            sc.duration,
+        )
+        .select_from(t.subtests.join(t.tests) if f.name is not None else t.subtests)
+        .where(sc.test_id.in_(test_ids), *_subtest_match(f))
     )
-    if f.executor is not None:
-        q = q.where(rc.executor == f.executor)
-    if f.outcome is not None:
-        q = q.where(final == f.outcome)
-    if f.grp is not None:
-        q = q.where(tc.grp == f.grp)
-    if f.name:
-        q = q.where(tc.name.icontains(f.name, autoescape=True))
-    total = conn.execute(select(func.count()).select_from(q.subquery())).scalar_one()
-    q = q.order_by(bc.date.desc(), bc.id.desc(), rc.executor, tc.grp, tc.name).limit(limit)
-    rows = [
-        ResultRow(
-            r.id,
-            r.run_id,
-            r.branch,
-            r.date,
-            r.executor,
-            r.grp,
-            r.name,
-            r.outcome,
-            r.retry_outcome,
-            r.final,
-            r.duration,
-            _rel(r.log_path, logs_root),
-            _rel(r.retry_log_path, logs_root),
-            int(r.crashes),
-            safe_url(r.link),
-        )  # fmt: skip
-        for r in conn.execute(q)
-    ]
-    return ResultLog(rows, int(total), limit)
+    found: dict[int, list[SubtestRow]] = {}
+    for r in conn.execute(q):
+        row = SubtestRow(r.path, r.depth, r.name, r.outcome, r.retry_outcome, r.final, r.duration)
+        found.setdefault(r.test_id, []).append(row)
+    for subs in found.values():  # by path components: "a/b" before "a-c", unlike text order
+        subs.sort(key=lambda s: s.path.split("/"))
+    return found
+
+
+def _result_row(r: Any, logs_root: Path | None, crashes: int, subs: list[SubtestRow]) -> ResultRow:
+    return ResultRow(
+        r.id, r.run_id, r.branch, r.date, r.executor, r.grp, r.name, r.outcome,
+        r.retry_outcome, r.final, r.duration, r.retry_duration, _rel(r.log_path, logs_root),
+        _rel(r.retry_log_path, logs_root), crashes, safe_url(r.link), r.reproduce,
+        bool(r.matched), subs,
+    )  # fmt: skip
 
 
 def _rel(path: str | None, root: Path | None) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -39,7 +39,27 @@ def contest_filter(
 
 
 Filter = Annotated[cq.ContestFilter, Depends(contest_filter)]
-Limit = Annotated[int, Query(ge=1, le=5000)]
+LOG_SORT = "^(" + "|".join(cq.LOG_SORTS) + ")$"
+
+
+def log_query(
+    subtests: Annotated[bool, Query(description="each test's subtests under it")] = False,
+    sort: Annotated[str, Query(pattern=LOG_SORT)] = "date",
+    direction: Annotated[str | None, Query(alias="dir", pattern="^(asc|desc)$")] = None,
+    page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
+    per_page: Annotated[int | None, Query(ge=1, le=cq.LOG_PER_PAGE_MAX)] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=5000, deprecated=True, description="per_page (at most 1000)")
+    ] = None,
+) -> cq.LogQuery:
+    """The result log's view; `limit`, from before pages, is per_page capped to its bound."""
+    size = per_page or min(limit or cq.LOG_PER_PAGE, cq.LOG_PER_PAGE_MAX)
+    return cq.LogQuery(
+        subtests, sort, direction or cq.LOG_DIRECTIONS.get(sort, "asc"), page_no, size
+    )
+
+
+LogQ = Annotated[cq.LogQuery, Depends(log_query)]
 
 
 def _menus(conn: Conn) -> dict[str, list[str]]:
@@ -47,12 +67,53 @@ def _menus(conn: Conn) -> dict[str, list[str]]:
     return {"executors": executors, "streams": streams, "outcomes": [o.value for o in Outcome]}
 
 
+def _view_params(view: cq.LogQuery) -> dict[str, str]:
+    """The sort and page size of *view* as query parameters, defaults left out."""
+    params = {}
+    if view.sort != "date":
+        params["sort"] = view.sort
+    if view.direction != cq.LOG_DIRECTIONS.get(view.sort, "asc"):
+        params["dir"] = view.direction
+    if view.per_page != cq.LOG_PER_PAGE:
+        params["per_page"] = str(view.per_page)
+    return params
+
+
+def _log_link(f: cq.ContestFilter, view: cq.LogQuery) -> str:
+    """The query string of the result log showing *view*, with the filters of *f*."""
+    params: dict[str, object] = {
+        k.name: getattr(f, k.name) for k in fields(f) if getattr(f, k.name) != k.default
+    }
+    if view.subtests:
+        params["subtests"] = "on"
+    params.update(_view_params(view))
+    if view.page > 1:
+        params["page"] = view.page
+    return "?" + urlencode(params)
+
+
+def _log_links(f: cq.ContestFilter, q: cq.LogQuery, log: cq.ResultLog) -> dict[str, str | None]:
+    """Pager links and one link per sortable column (the current one flips direction)."""
+    flip = {"asc": "desc", "desc": "asc"}
+    links: dict[str, str | None] = {
+        "prev": _log_link(f, replace(q, page=q.page - 1)) if q.page > 1 else None,
+        "next": _log_link(f, replace(q, page=q.page + 1)) if q.page < log.pages else None,
+        "subtests": _log_link(f, replace(q, subtests=not q.subtests, page=1)),
+    }
+    for col in cq.LOG_SORTS:
+        way = flip[q.direction] if col == q.sort else cq.LOG_DIRECTIONS.get(col, "asc")
+        links["sort_" + col] = _log_link(f, replace(q, sort=col, direction=way, page=1))
+    return links
+
+
 @pages.get("/contest", response_class=HTMLResponse)
-def contest_page(
-    request: Request, conn: Conn, web: Web, f: Filter, limit: Limit = 500
-) -> HTMLResponse:
-    log = cq.result_log(conn, f, web.contest_logs_dir, limit)
-    return page(request, "contest.html", {"log": log, "f": f, **_menus(conn)})
+def contest_page(request: Request, conn: Conn, web: Web, f: Filter, q: LogQ) -> HTMLResponse:
+    log = cq.result_log(conn, f, web.contest_logs_dir, q)
+    ctx = {
+        "log": log, "f": f, "lq": q, "links": _log_links(f, q, log), "hidden": _view_params(q),
+        **_menus(conn),
+    }  # fmt: skip
+    return page(request, "contest.html", ctx)
 
 
 @dataclass(frozen=True)
@@ -100,9 +161,13 @@ def flakes_page(request: Request, conn: Conn, f: Filter, q: MatrixQ) -> HTMLResp
 
 
 @api.get("/contest/results", response_model=cq.ResultLog)
-def api_results(conn: Conn, web: Web, f: Filter, limit: Limit = 500) -> cq.ResultLog:
-    """Per-test results of the newest branches (or one branch), newest first."""
-    return cq.result_log(conn, f, web.contest_logs_dir, limit)
+def api_results(conn: Conn, web: Web, f: Filter, q: LogQ) -> cq.ResultLog:
+    """Per-test results of the newest branches (or one branch), one page sorted by `sort`
+    (date: newest branch first; result: worst first when ascending). With `subtests`, each
+    row carries its subtests, and `outcome` and `name` also match subtests (by outcome and
+    path): a test is listed when it or one of its subtests matches (`matched` false: only
+    for its subtests)."""
+    return cq.result_log(conn, f, web.contest_logs_dir, q)
 
 
 @api.get("/contest/flakes", response_model=cq.FlakeMatrix)

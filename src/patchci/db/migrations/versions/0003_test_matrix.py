@@ -1,4 +1,5 @@
-"""Flakes matrix: branches.seq and the derived test_matrix table, built from the results.
+"""Flakes matrix: branches.seq and the derived test_matrix table, built from the results;
+indexes for the status page (runs.status) and the contest log's subtests.
 
 Revision ID: 0003
 Revises: 0002
@@ -37,6 +38,12 @@ def upgrade() -> None:
             name=op.f("uq_test_matrix_stream_executor_grp_name"),
         ),  # fmt: skip
     )
+    op.create_index(op.f("ix_runs_status"), "runs", ["status"], unique=False)
+    op.create_index(
+        "ix_subtests_test_final",
+        "subtests",
+        ["test_id", sa.text("coalesce(retry_outcome, outcome)")],
+    )
     # Derived data: built by the code that maintains it, so the two cannot disagree.
     from patchci.db import matrix
 
@@ -44,5 +51,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_subtests_test_final", table_name="subtests")
+    op.drop_index(op.f("ix_runs_status"), table_name="runs")
     op.drop_table("test_matrix")
     op.drop_column("branches", "seq")

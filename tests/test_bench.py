@@ -1,0 +1,36 @@
+"""The benchmarks still run (tiny sizes): a benchmark that rots is found here, not when
+someone needs its numbers. No timing is asserted; `python -m bench` reports those."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from bench import parsers, web
+
+from tests.pg import require_pg_bin
+
+ROW = re.compile(r"^  (?P<name>.+?)\s+p50\s+[\d.]+ ms\s+p95\s+[\d.]+ ms\s+\(\s*[\d.]+x tiny-DB")
+
+
+def test_web_bench_measures_every_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    require_pg_bin()
+    web.main(["--subtests", "8000", "--branches", "20", "--executors", "4", "--tests", "10",
+              "--series", "50", "--flake-branches", "10", "-n", "2"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "filled 8,000 subtests (800 tests" in out
+    assert "flakes matrix derived from the 800 tests" in out
+    names = [m["name"] for line in out.splitlines() if (m := ROW.match(line))]
+    assert names == [
+        "flakes matrix (10 branches)",
+        "contest log, outcome=fail",
+        "contest log, executor+grp",
+        "series page",
+    ]
+
+
+def test_parser_bench_reports_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    parsers.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["ktap.parse_lines", "crash.detect"]
+    assert all(re.search(r"[\d,]+ lines/s \([\d.]+x of a regex scan", ln) for ln in lines)
