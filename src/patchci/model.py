@@ -32,6 +32,19 @@ class Outcome(enum.Enum):
     def is_patch_failure(self) -> bool:
         return self in (Outcome.FAIL, Outcome.CRASH, Outcome.TIMEOUT)
 
+    @classmethod
+    def stored(cls, value: str) -> Outcome:
+        """An outcome read back from the database: one this version does not know (written
+        by a newer one) reads as an error rather than failing the whole page."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.ERROR
+
+    @classmethod
+    def stored_or_none(cls, value: str | None) -> Outcome | None:
+        return None if value is None else cls.stored(value)
+
 
 # Worst first; written once (as kunit's TestCounts.get_status does).
 OUTCOME_PRIORITY: tuple[Outcome, ...] = (

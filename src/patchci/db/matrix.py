@@ -30,14 +30,7 @@ Key = tuple[str, str, str]  # executor, grp, name
 
 def result_code(outcome: str, retry: str | None, crashed: bool) -> str:
     """The code of a stored result (an unknown outcome reads as an error, as elsewhere)."""
-    return code(HistoryEntry(_outcome(outcome), _outcome(retry) if retry else None, crashed))
-
-
-def _outcome(value: str) -> Outcome:
-    try:
-        return Outcome(value)
-    except ValueError:
-        return Outcome.ERROR
+    return code(HistoryEntry(Outcome.stored(outcome), Outcome.stored_or_none(retry), crashed))
 
 
 def put(codes: str, seq: int, c: str) -> str:

@@ -102,22 +102,6 @@ class FlakyRow:
     last_flake: datetime
 
 
-def _outcome(value: str | None) -> Outcome | None:
-    if value is None:
-        return None
-    try:
-        return Outcome(value)
-    except ValueError:
-        log.warning("results: unknown outcome %r read as error", value)
-        return Outcome.ERROR
-
-
-def _must(value: str) -> Outcome:
-    o = _outcome(value)
-    assert o is not None
-    return o
-
-
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
     for i in range(0, len(ids), _CHUNK):
         yield ids[i : i + _CHUNK]
@@ -395,8 +379,8 @@ class ResultsStore(Database):
             .order_by(sc.id)
         ):  # fmt: skip
             subs.setdefault(s.test_id, []).append(
-                Subtest(s.path, s.depth, s.name, _must(s.outcome), s.duration,
-                        _outcome(s.retry_outcome))
+                Subtest(s.path, s.depth, s.name, Outcome.stored(s.outcome), s.duration,
+                        Outcome.stored_or_none(s.retry_outcome))
             )  # fmt: skip
         crashes: dict[int | None, list[CrashRef]] = {}
         for c in conn.execute(select(t.crashes).where(cc.run_id == run_id).order_by(cc.id)):
@@ -407,9 +391,9 @@ class ResultsStore(Database):
             TestResult(
                 group=r.grp,
                 name=r.name,
-                outcome=_must(r.outcome),
+                outcome=Outcome.stored(r.outcome),
                 duration=r.duration,
-                retry_outcome=_outcome(r.retry_outcome),
+                retry_outcome=Outcome.stored_or_none(r.retry_outcome),
                 retry_duration=r.retry_duration,
                 subtests=tuple(subs.get(r.id, ())),
                 crashes=tuple(crashes.get(r.id, ())),
@@ -529,8 +513,8 @@ class ResultsStore(Database):
                 r.executor,
                 r.grp,
                 r.name,
-                _must(r.outcome),
-                _outcome(r.retry_outcome),
+                Outcome.stored(r.outcome),
+                Outcome.stored_or_none(r.retry_outcome),
                 r.duration,
                 tuple(fps.get(r.id, ())),
             )  # fmt: skip

@@ -19,7 +19,14 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from patchci.analysis.flakes import CELLS, FlakeSignals, HistoryEntry, code, flake_signals
+from patchci.analysis.flakes import (
+    CELLS,
+    FlakeSignals,
+    HistoryEntry,
+    Result,
+    code,
+    flake_signals,
+)
 from patchci.db import tables as t
 from patchci.db.results import HistoryRow, ResultsStore
 from patchci.model import Outcome
@@ -74,20 +81,6 @@ class History:
     subtest_signals: FlakeSignals | None
 
 
-def _outcome(value: str | None) -> Outcome | None:
-    if value is None:
-        return None
-    try:
-        return Outcome(value)
-    except ValueError:
-        log.warning("history: unknown outcome %r read as error", value)
-        return Outcome.ERROR
-
-
-def _must(value: str) -> Outcome:
-    return _outcome(value) or Outcome.ERROR
-
-
 def history_of_test(
     engine: Engine, grp: str, name: str, executor: str | None, n: int
 ) -> tuple[list[HistoryRow], FlakeSignals | None]:
@@ -109,7 +102,9 @@ def subtests_of(
         prefix = under + "/"
         q = q.where(func.substr(sc.path, 1, len(prefix)) == prefix)  # not LIKE: no wildcards
     rows = conn.execute(q.order_by(sc.id).limit(SUBTESTS_SHOWN + 1)).all()
-    refs = [SubtestRef(r.path, r.depth, r.name, _must(r.outcome), r.duration) for r in rows]
+    refs = [
+        SubtestRef(r.path, r.depth, r.name, Outcome.stored(r.outcome), r.duration) for r in rows
+    ]
     return refs[:SUBTESTS_SHOWN], len(refs) > SUBTESTS_SHOWN
 
 
@@ -131,7 +126,7 @@ def subtest_results(
     )
     found: dict[int, list[tuple[Outcome, Outcome | None, float | None]]] = {}
     for s in conn.execute(q):
-        result = (_must(s.outcome), _outcome(s.retry_outcome), s.duration)
+        result = (Outcome.stored(s.outcome), Outcome.stored_or_none(s.retry_outcome), s.duration)
         found.setdefault(s.test_id, []).append(result)
     return [
         SubtestHistoryRow(r.test_id, r.run_id, r.branch, r.branch_date, r.stream, r.executor,
@@ -167,7 +162,7 @@ LEFT, RIGHT, TOP, BOTTOM = 76, 12, 12, 12  # margins; LEFT holds the min/max lab
 RADIUS = 4
 
 
-class Charted(Protocol):
+class Charted(Result, Protocol):
     """What a chart point needs (HistoryRow and SubtestHistoryRow both have it)."""
 
     @property
@@ -175,15 +170,6 @@ class Charted(Protocol):
 
     @property
     def duration(self) -> float | None: ...
-
-    @property
-    def outcome(self) -> Outcome: ...
-
-    @property
-    def retry_outcome(self) -> Outcome | None: ...
-
-    @property
-    def crashed(self) -> bool: ...
 
 
 @dataclass(frozen=True)
