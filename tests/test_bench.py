@@ -26,6 +26,9 @@ def test_web_bench_measures_every_endpoint(capsys: pytest.CaptureFixture[str]) -
         "contest log, outcome=fail",
         "contest log, executor+grp",
         "series page",
+        "contest log, subtests, outcome=fail",
+        "test history (flaky test)",
+        "status page",
     ]
 
 
