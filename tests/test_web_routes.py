@@ -512,6 +512,11 @@ def test_series_page_lists_contest_branches(contest: TestClient) -> None:
     mine = [b for b in detail["branches"] if b["name"].startswith(STREAM)]
     assert [b["name"] for b in mine] == [contest_branch_name(i) for i in range(5, -1, -1)]
     assert all(b["included"] for b in mine)
+    # three tests on one run each; broken.sh fails on the newest three (flaky.sh retried)
+    assert [(b["runs"], b["tests"], b["failed"]) for b in mine] == [(1, 3, 1)] * 3 + [(1, 3, 0)] * 3
+    html = contest.get("/series/1").text
+    assert html.count('class="branch-results" data-tests="3" data-failed="1"') >= 3
+    assert f"/contest?branch={contest_branch_name(5)}&amp;sort=result" in html
     left = contest.get("/series/3").text
     assert left.count("<strong>left out</strong>") >= 6
     assert "&lt;b&gt;check build failed&lt;/b&gt;" in left

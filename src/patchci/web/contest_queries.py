@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from patchci.analysis.flakes import CELLS, FAIL, FLAKE, FlakeSignals, signals_of_codes
 from patchci.db import matrix
 from patchci.db import tables as t
-from patchci.model import OUTCOME_PRIORITY
+from patchci.model import OUTCOME_PRIORITY, Outcome
 from patchci.web.security import log_relpath, safe_url
 
 
@@ -36,6 +36,7 @@ class ContestFilter:
 
 
 Key = tuple[str, str, str]  # executor, grp, name
+_FAILING = (Outcome.FAIL.value, Outcome.CRASH.value, Outcome.TIMEOUT.value)
 
 LOG_SORTS = ("date", "executor", "test", "result", "time")
 # A column's direction when its header is first clicked: newest and slowest first, and for
@@ -131,6 +132,11 @@ class SeriesBranch:
     date: datetime
     included: bool
     reason: str
+    runs: int = 0
+    run_errors: int = 0  # runs that failed on our side: no verdict from them
+    running: int = 0
+    tests: int = 0
+    failed: int = 0  # final outcome (after retries) fail, crash or timeout
 
 
 def _recent_branch_ids(f: ContestFilter) -> Any:
@@ -381,12 +387,41 @@ def flake_matrix(
 
 
 def series_branches(conn: Connection, series_id: int) -> list[SeriesBranch]:
-    """The contest branches a series was considered for, newest first."""
-    bs, bc = t.branch_series.c, t.branches.c
+    """The contest branches a series was considered for, newest first, with what their
+    runs found (the same counts for every series of a branch: the tests ran on all)."""
+    bs, bc, rc, tc = t.branch_series.c, t.branches.c, t.runs.c, t.tests.c
     q = (
-        select(bc.name, bc.date, bs.included, bs.reason)
+        select(bc.id, bc.name, bc.date, bs.included, bs.reason)
         .join(t.branches, bc.id == bs.branch_id)
         .where(bs.series_id == series_id)
         .order_by(bc.date.desc(), bc.id.desc())
     )
-    return [SeriesBranch(r.name, r.date, bool(r.included), r.reason) for r in conn.execute(q)]
+    rows = conn.execute(q).all()
+    ids = [r.id for r in rows]
+    runs: dict[int, tuple[int, int, int]] = {}
+    tests: dict[int, tuple[int, int]] = {}
+    if ids:
+        status = select(
+            rc.branch_id, func.count(),
+            func.count().filter(rc.status == "error"), func.count().filter(rc.status == "running"),
+        ).where(rc.branch_id.in_(ids)).group_by(rc.branch_id)  # fmt: skip
+        runs = {b: (int(n), int(e), int(r)) for b, n, e, r in conn.execute(status)}
+        final = func.coalesce(tc.retry_outcome, tc.outcome)
+        counts = (
+            select(rc.branch_id, func.count(), func.count().filter(final.in_(_FAILING)))
+            .select_from(t.tests.join(t.runs))
+            .where(rc.branch_id.in_(ids))
+            .group_by(rc.branch_id)
+        )
+        tests = {b: (int(n), int(f)) for b, n, f in conn.execute(counts)}
+    return [
+        SeriesBranch(
+            r.name,
+            r.date,
+            bool(r.included),
+            r.reason,
+            *runs.get(r.id, (0, 0, 0)),
+            *tests.get(r.id, (0, 0)),
+        )  # fmt: skip
+        for r in rows
+    ]
