@@ -17,6 +17,7 @@ import pytest
 
 from tests.prereq import unavailable
 from tests.web_server import (
+    EXECUTOR,
     STREAM,
     XSS_SUBJECT,
     Hostile,
@@ -183,6 +184,11 @@ def test_status_page_in_the_browser(page: Watched, hostile: Hostile) -> None:
     assert "Jobs in error: 1" in p.locator("#failed-jobs caption").inner_text()
     assert "Failed deliveries: 1" in p.locator("#failed-deliveries caption").inner_text()
     assert "Check results with outcome error: 1" in p.locator("#check-errors caption").inner_text()
+    executors = p.locator("#executors tr.executor-row")
+    assert {executors.nth(i).get_attribute("data-executor") for i in range(executors.count())} >= {
+        "local",
+        EXECUTOR,
+    }  # the demo's own executor and the fixture's
     page.shot("status")
     with p.expect_navigation():
         p.click("#series-by-state a:text('incomplete')")
@@ -204,6 +210,8 @@ def test_contest_and_flakes_in_the_browser(page: Watched) -> None:
         p.click("tr.matrix-row >> nth=1 >> td.subject a")  # flaky.sh, after broken.sh
     assert p.locator("tr.history-row").count() == 6
     assert "2 flaked" in p.locator("#signals").inner_text()
+    assert p.locator("svg.duration-chart circle.pt").count() == 6  # one point per result
+    assert p.locator("svg.duration-chart circle.c-flake").count() == 2
     page.shot("test-history")
     p.goto(f"/contest?stream={STREAM}")
     assert p.locator("tr.result-row").count() == 18
@@ -211,3 +219,10 @@ def test_contest_and_flakes_in_the_browser(page: Watched) -> None:
         p.select_option("select[name=outcome]", "fail")
     assert p.locator("tr.result-row").count() == 3
     page.shot("contest")
+    p.goto("/contest?stream=net-next")  # the demo's runs, which have nested subtests
+    assert p.locator("tr.subtest-row").count() == 0
+    with p.expect_navigation():
+        p.click("#subtests-toggle")
+    assert p.locator("tr.subtest-row").count() == 20 and "subtests=on" in p.url
+    assert p.locator("tr.subtest-row[data-final=fail]").count() >= 1  # foo_queues/queues_16
+    page.shot("contest-subtests")
