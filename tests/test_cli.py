@@ -67,9 +67,10 @@ def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "1 tree(s)" in capsys.readouterr().out
 
 
-def test_console_script_entry_point() -> None:
+@pytest.mark.parametrize("module", ["patchci.cli", "patchci"])
+def test_console_script_entry_point(module: str) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "patchci.cli", "--version"],
+        [sys.executable, "-m", module, "--version"],
         capture_output=True,
         text=True,
         timeout=60,
