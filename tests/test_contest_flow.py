@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from patchci.contest import candidates, contest_posts, post_contest, series_mbox
+from patchci.contest import (
+    candidates,
+    contest_posts,
+    contest_summary,
+    post_contest,
+    series_mbox,
+)
 from patchci.daemon import make_client, open_store, run_cycle
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
@@ -117,15 +123,20 @@ def test_contest_checks_posted_once(flow: Flow) -> None:
 
 
 def test_error_run_yields_pending_not_fail(flow: Flow) -> None:
-    """An executor that could not run says nothing about the series: pending."""
+    """An executor that could not run says nothing about the series: the branch's verdict
+    is pending, and each series keeps the verdict it had (pending never replaces it)."""
     m = replace(flow.out.branch.manifest, name="net-next-2026-08-20--06-00",
                 date=datetime(2026, 8, 20, 6, 0, tzinfo=UTC))  # fmt: skip
     bid = flow.results.save_branch(m)
     run = RunResult("local", m.name, NOW, NOW, RUN_ERROR, "VM did not boot")
     flow.results.save_run(bid, run)
+    summary = contest_summary(flow.results, m.name)
+    assert summary.state == "pending" and "infrastructure error" in summary.description
     posts = contest_posts(flow.store, flow.results, m.name)
-    assert posts and {p.state for _, p in posts} == {"pending"}
-    assert all("infrastructure error" in p.description for _, p in posts)
+    before = contest_summary(flow.results, flow.out.branch.manifest.name)
+    assert posts and {(p.state, p.description) for _, p in posts} == {
+        (before.state, before.description)  # the earlier branch's, which names it
+    }
     assert {sid for sid, _ in posts} == set(m.series)
 
 

@@ -46,7 +46,14 @@ from patchci.executor.local import LocalExecutor
 from patchci.git import Git
 from patchci.model import Series
 from patchci.report.console import outcome_text, plain
-from patchci.report.contest import FAIL, ContestSummary, SeriesRef, failed, render_contest
+from patchci.report.contest import (
+    FAIL,
+    ContestSummary,
+    SeriesRef,
+    failed,
+    render_contest,
+    upgrades,
+)
 from patchci.report.contest import summarise as summarise_runs
 from patchci.report.deliver import DeliveryStats, deliver_posts
 from patchci.report.patchwork import CheckPost
@@ -168,16 +175,40 @@ def contest_summary(results: ResultsStore, branch: str) -> ContestSummary:
     return summarise_runs(branch, results.branch_results(branch), previous)
 
 
+def series_verdict(
+    results: ResultsStore, series_id: int, branch: str, cache: dict[str, ContestSummary]
+) -> ContestSummary:
+    """The verdict a series' `contest` check shows once *branch* is in: NIPA's rule over the
+    branches that included it, oldest first up to *branch*: a newer verdict replaces the
+    kept one only when it upgrades it ("if we pass once, we pass"), so a later branch broken
+    by another series does not take back a series' pass. *cache* holds summaries by branch."""
+
+    def summary(name: str) -> ContestSummary:
+        if name not in cache:
+            cache[name] = contest_summary(results, name)
+        return cache[name]
+
+    kept: ContestSummary | None = None
+    for name in results.branches_of_series(series_id):
+        if upgrades(kept, summary(name)):
+            kept = summary(name)
+        if name == branch:
+            break
+    return kept if kept is not None else summary(branch)
+
+
 def contest_posts(
     store: Store, results: ResultsStore, branch: str, target_url: str | None = None
 ) -> list[tuple[int, CheckPost]]:
-    """One `contest` check per Patchwork patch of every series in *branch*."""
+    """One `contest` check per Patchwork patch of every series in *branch*, each with the
+    series' kept verdict (`series_verdict`), which names the branch it comes from."""
     row = results.branch(branch)
-    summary = contest_summary(results, branch)
+    cache: dict[str, ContestSummary] = {}
     out: list[tuple[int, CheckPost]] = []
     for sid in row.series:
+        verdict = series_verdict(results, sid, branch, cache)
         pids = tuple(p.pw_id for p in store.load_series(sid).patches if p.pw_id is not None)
-        out += [(sid, post) for post in render_contest(summary, [SeriesRef(sid, pids)], target_url)]
+        out += [(sid, post) for post in render_contest(verdict, [SeriesRef(sid, pids)], target_url)]
     return out
 
 
