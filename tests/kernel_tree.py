@@ -5,8 +5,8 @@ MAINTAINERS, .mailmap, the top-level files that make those scripts accept the di
 as a kernel tree, and the few sources the tests patch are extracted, once, into a cache
 directory keyed by the tarball (about 10 s). Each test clones that repository.
 
-When the tarball is missing the tests skip, except under CI (env CI set): then they fail,
-since `make test` installs it (`apt-get install linux-source-6.1`).
+When the tarball is missing the tests fail under `make test` and CI, which install it
+(`apt-get install linux-source-6.1`); only a partial developer run skips them.
 """
 
 from __future__ import annotations

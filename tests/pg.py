@@ -5,8 +5,8 @@ Fixtures:
 - `pg_url`: a fresh, empty database on it for one test, dropped afterwards.
 - `db_url`: parametrised over "sqlite" and "postgresql", so one test body runs on both.
 
-When the server binaries are missing, PostgreSQL tests skip, or fail when $CI or
-$PATCHCI_REQUIRE_PG is set (a CI that silently skips them tests nothing).
+When the server binaries are missing, PostgreSQL tests fail under `make test` and CI
+(tests/prereq.py) or with $PATCHCI_REQUIRE_PG set; only a partial developer run skips them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 from psycopg import sql
 
 from patchci import proc
-from tests.prereq import unavailable
+from tests.prereq import prerequisites_required, unavailable
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 # Runs as this user when the suite runs as root: initdb refuses to run as root.
@@ -55,7 +55,7 @@ def find_pg_bin() -> Path | None:
 
 
 def pg_required() -> bool:
-    return bool(os.environ.get("CI") or os.environ.get("PATCHCI_REQUIRE_PG"))
+    return prerequisites_required() or bool(os.environ.get("PATCHCI_REQUIRE_PG"))
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,20 @@ from patchci.buildlog import (
     normalize_path,
     parse_diagnostics,
 )
+from tests.prereq import unavailable
 
 DATA = Path(__file__).parent / "data" / "checks"
 GOLDEN_ROOT = "/tmp/patchci-golden/linux"  # where tests/data/checks/gcc-12-build.log was built
 REGEN = os.environ.get("PATCHCI_REGEN") == "1"
 
-needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+
+@pytest.fixture
+def gcc() -> None:
+    if shutil.which("gcc") is None:
+        unavailable("gcc not installed (make test installs it)")
+
+
+needs_gcc = pytest.mark.usefixtures("gcc")
 
 
 def _as_json(ds: list[Diagnostic]) -> list[dict[str, object]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,10 +13,14 @@ from patchci.errors import ConfigError
 from patchci.git import Git
 from patchci.model import Outcome, Tree
 from tests.gitrepo import commit_file, make_repo, make_series
+from tests.prereq import prerequisites_required, unavailable
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("gcc") is None or shutil.which("make") is None, reason="needs gcc and make"
-)
+
+@pytest.fixture(autouse=True)
+def _gcc_and_make() -> None:
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        unavailable("needs gcc and make (make test installs them)")
+
 
 MAKEFILE = """\
 CC ?= gcc
@@ -165,7 +168,7 @@ def test_demo_check_samples_end_as_expected(tmp_path: Path) -> None:
 
     git = build_tree(tmp_path / "demo")
     has_kdoc = (git.repo / "scripts" / "kernel-doc").exists()
-    if os.environ.get("CI"):
+    if prerequisites_required():
         assert has_kdoc, "make test installs linux-source-6.1; the demo tree must get kernel-doc"
     samples = build_check_samples(git)
     assert [s.label for s in samples] == [

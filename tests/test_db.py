@@ -405,6 +405,7 @@ def test_missing_pg_binaries_skip_or_fail(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("PATCHCI_PG_BIN", str(tmp_path))
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("PATCHCI_REQUIRE_PG", raising=False)
+    monkeypatch.delenv("PATCHCI_REQUIRE_PREREQS", raising=False)
     assert pg.find_pg_bin() is None
     with pytest.raises(pytest.skip.Exception, match="initdb"):
         pg.require_pg_bin()
