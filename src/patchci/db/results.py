@@ -314,7 +314,7 @@ class ResultsStore(Database):
 
     def _finish(self, conn: Connection, run_id: int, run: RunResult) -> None:
         rc = t.runs.c
-        res = conn.execute(
+        where = conn.execute(
             t.runs.update()
             .where(rc.id == run_id)
             .values(
@@ -322,13 +322,13 @@ class ResultsStore(Database):
                 error=run.error, kernel=run.kernel, config=run.config, reproduce=run.reproduce,
                 log_dir=run.log_dir, link=run.link,
             )
-        )  # fmt: skip
-        if res.rowcount == 0:
+            .returning(rc.branch_id, rc.executor)
+        ).first()  # fmt: skip
+        if where is None:
             raise NotFound(f"run {run_id}")
         conn.execute(t.tests.delete().where(t.tests.c.run_id == run_id))
         conn.execute(t.crashes.delete().where(t.crashes.c.run_id == run_id))
         self._insert_tests(conn, run_id, run)
-        where = conn.execute(select(rc.branch_id, rc.executor).where(rc.id == run_id)).one()
         matrix.refresh(conn, where.branch_id, where.executor)
 
     @staticmethod

@@ -375,9 +375,9 @@ def flake_matrix(
     """Test × branch matrix of the stream's newest branches (NIPA's flakes page), from the
     derived `test_matrix`: one row per test, signals from its codes, one page of rows."""
     w = matrix.window(conn, f.stream, f.branches, executor=f.executor, grp=f.grp, name=f.name)
-    table = [((ex, grp, name), codes, signals_of_codes(codes)) for ex, grp, name, codes in w.rows]
-    kept = sorted(((k, sig) for k, _c, sig in table if sig.flips >= min_flips), key=_sort_key(sort))
-    codes_of = {k: c for k, c, _s in table}
+    codes_of = {(ex, grp, name): codes for ex, grp, name, codes in w.rows}
+    signals = ((k, signals_of_codes(c)) for k, c in codes_of.items())
+    kept = sorted(((k, sig) for k, sig in signals if sig.flips >= min_flips), key=_sort_key(sort))
     start = (page - 1) * per_page
     rows = [
         MatrixRow(k[0], k[1], k[2], [CELLS.get(c) for c in reversed(codes_of[k])], sig)

@@ -140,19 +140,29 @@ def _flakes(conn: Conn, f: cq.ContestFilter, q: MatrixQuery) -> cq.FlakeMatrix:
     return cq.flake_matrix(conn, f, q.min_flips, sort=q.sort, page=q.page, per_page=q.per_page)
 
 
-def _matrix_link(f: cq.ContestFilter, q: MatrixQuery, page_no: int) -> str:
-    params = {k: v for k, v in vars(f).items() if v and k != "branch"}
-    params.update(min_flips=q.min_flips, sort=q.sort, per_page=q.per_page, page=page_no)
+def _matrix_link(f: cq.ContestFilter, q: MatrixQuery) -> str:
+    """The query string of the flakes page showing *q*, with the filters of *f* (one branch
+    does not apply to a matrix over branches)."""
+    params: dict[str, object] = {k: v for k, v in vars(f).items() if v and k != "branch"}
+    params.update(vars(q))
     return "?" + urlencode(params)
+
+
+def _matrix_links(f: cq.ContestFilter, q: MatrixQuery, m: cq.FlakeMatrix) -> dict[str, str | None]:
+    """Pager links and one link per sort order (from the first page)."""
+    links: dict[str, str | None] = {
+        "prev": _matrix_link(f, replace(q, page=q.page - 1)) if q.page > 1 else None,
+        "next": _matrix_link(f, replace(q, page=q.page + 1)) if q.page < m.pages else None,
+    }
+    for s in cq.FLAKE_SORTS:
+        links["sort_" + s] = _matrix_link(f, replace(q, sort=s, page=1))
+    return links
 
 
 @pages.get("/flakes", response_class=HTMLResponse)
 def flakes_page(request: Request, conn: Conn, f: Filter, q: MatrixQ) -> HTMLResponse:
     m = _flakes(conn, f, q)
-    links = {
-        "prev": _matrix_link(f, q, q.page - 1) if q.page > 1 else None,
-        "next": _matrix_link(f, q, q.page + 1) if q.page < m.pages else None,
-    }
+    links = _matrix_links(f, q, m)
     ctx = {
         "m": m, "f": f, "min_flips": q.min_flips, "sort": q.sort, "sorts": cq.FLAKE_SORTS,
         "links": links, **_menus(conn),
