@@ -4,21 +4,19 @@
 #   scripts/vm-deps.sh [--no-install] [CACHE_DIR]
 #
 # 1. As root with apt-get (unless --no-install): installs the missing Debian packages
-#    (QEMU, Debian's kernel + modules, busybox for virtme-ng's initramfs, the kernel source
-#    tarball the selftests come from, gcc/libc for static test binaries).
-# 2. With CACHE_DIR: extracts only the selftests we use from
-#    /usr/src/linux-source-$KSRC_VERSION.tar.xz into CACHE_DIR/src (net/mptcp, net/af_unix,
-#    the net helpers and the kselftest runner; not the whole tarball), then builds an
-#    installed-style kselftest tree in CACHE_DIR/kselftest that run_kselftest.sh can run:
-#    net/af_unix:scm_rights and net/af_unix:diag_uid, compiled statically on the host.
+#    (QEMU, Debian's kernel + modules, busybox for virtme-ng's initramfs, gcc/libc for
+#    static test binaries).
+# 2. With CACHE_DIR: builds an installed-style kselftest tree in CACHE_DIR/kselftest that
+#    run_kselftest.sh can run: net/af_unix:scm_rights and net/af_unix:diag_uid, compiled
+#    statically on the host from the sources pinned in tests/data/kselftest-6.12 (Linux
+#    6.12.118, Debian linux-source-6.12 6.12.118-1~deb12u1), so that a new Debian point
+#    release cannot change the tests' results.
 # virtme-ng itself (vng) comes from PyPI with the project's Python dependencies.
 set -euo pipefail
 
 install=1
 if [ "${1:-}" = "--no-install" ]; then install=0; shift; fi
 cache=${1:-}
-ver=${KSRC_VERSION:-6.12}
-tarball=/usr/src/linux-source-$ver.tar.xz
 
 say() { echo "vm-deps: $*" >&2; }
 
@@ -34,7 +32,6 @@ declare -A probe=(
   [qemu-system-x86]="command -v qemu-system-x86_64"
   [linux-image-amd64]="has_kernel"
   [busybox-static]="command -v busybox"
-  [linux-source-$ver]="test -r $tarball"
   [gcc]="command -v gcc"
   [libc6-dev]="test -e /usr/lib/x86_64-linux-gnu/libc.a"
   [perl]="command -v perl"
@@ -63,27 +60,14 @@ fi
 
 [ -n "$cache" ] || exit 0
 
-stamp="$cache/.vm-deps-$ver-v1"
+S="$repo/tests/data/kselftest-6.12"
+sum=$(cd "$S" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+stamp="$cache/.vm-deps-$sum"
 if [ -e "$stamp" ]; then exit 0; fi
-if [ ! -r "$tarball" ]; then
-  say "$tarball not found: apt-get install linux-source-$ver"
-  exit 1
-fi
 
 mkdir -p "$cache"
-src="$cache/src"
-sel="linux-source-$ver/tools/testing/selftests"
-rm -rf "$src" "$cache/kselftest"
-mkdir -p "$src"
-say "extracting selftests from $tarball"
-tar -xJf "$tarball" -C "$src" --wildcards \
-  "$sel/kselftest/*" "$sel/kselftest.h" "$sel/kselftest_harness.h" \
-  "$sel/run_kselftest.sh" "$sel/lib.mk" \
-  "$sel/net/lib.sh" "$sel/net/net_helper.sh" "$sel/net/settings" "$sel/net/lib/*" \
-  "$sel/net/mptcp/*" "$sel/net/af_unix/*"
-
-S="$src/$sel"
 out="$cache/kselftest"
+rm -rf "$out" "$cache"/.vm-deps-*
 mkdir -p "$out/net/af_unix"
 cp -r "$S/kselftest" "$S/run_kselftest.sh" "$out/"
 : > "$out/kselftest-list.txt"
