@@ -14,7 +14,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from urllib.parse import quote
@@ -25,26 +26,29 @@ from patchci.contest import cut_due
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
 from patchci.errors import FetchError, InfraError, PatchError
-from patchci.model import CheckResult, Patch, Series
+from patchci.model import (
+    CHECKED,
+    DONE,
+    ERROR,
+    EXPIRED,
+    INCOMPLETE,
+    MALFORMED,
+    NEW,
+    REPORTED,
+    CheckResult,
+    Outcome,
+    Patch,
+    Person,
+    Series,
+)
 from patchci.pipeline import check_series
 from patchci.report.deliver import DeliveryStats, deliver_checks
-from patchci.sources.mail import parse_mail
+from patchci.sources.mail import MalformedMail, parse_mail
 from patchci.sources.mbox import load_series
 from patchci.sources.patchwork import PatchworkClient, PatchworkNotFound, PwEvent, PwPatchRef
+from patchci.subject import parse_subject
 
 log = logging.getLogger(__name__)
-
-# Series states, in the order a series normally moves through them.
-NEW, INCOMPLETE, EXPIRED, CHECKED, REPORTED, DONE, ERROR = (
-    "new",
-    "incomplete",
-    "expired",
-    "checked",
-    "reported",
-    "done",
-    "error",
-)
-
 
 # Each poll re-reads this much of the server's own clock before the cursor: Patchwork dates
 # events in naive local time, which repeats an hour when DST ends (Australia/Canberra by
@@ -72,27 +76,80 @@ def make_client(src: PatchworkSource) -> PatchworkClient:
 # ---------------------------------------------------------------- ingest
 
 
-def _pw_patch(client: PatchworkClient, ref: PwPatchRef) -> Patch:
-    p = parse_mail(client.patch_mbox(ref))
-    return dataclasses.replace(p, pw_id=ref.id, web_url=ref.web_url)
+# A 404 for a series the server has just listed is retried this many times, the waits
+# doubling from GONE_FIRST_WAIT seconds (30 s, 1, 2 and 4 min: about 7.5 min in all),
+# before the series is recorded as gone.
+GONE_ATTEMPTS = 5
+GONE_FIRST_WAIT = 30.0
 
 
-def fetch_pw_series(client: PatchworkClient, source: str, series_id: int) -> Series:
+@dataclass(frozen=True)
+class Unparsed:
+    """A mail of a series that did not parse: the patch's fault (MalformedMail) unless the
+    parser itself failed (`ours`)."""
+
+    index: int | None  # position in Series.patches; None for the cover letter
+    pw_id: int
+    reason: str
+    ours: bool = False
+
+
+@dataclass(frozen=True)
+class Fetched:
+    series: Series
+    unparsed: tuple[Unparsed, ...] = ()
+
+
+def _unparsed_patch(ref: PwPatchRef, raw: bytes, author: Person) -> Patch:
+    """A stand-in for a mail that did not parse, from what Patchwork says of it; the raw
+    bytes are kept."""
+    return Patch(
+        msgid=ref.msgid, subject=ref.name, author=author, date=None,
+        info=parse_subject(ref.name), raw=raw, pw_id=ref.id, web_url=ref.web_url,
+    )  # fmt: skip
+
+
+def _pw_patch(
+    client: PatchworkClient, ref: PwPatchRef, author: Person
+) -> tuple[Patch, str | None, bool]:
+    """(patch, why it did not parse or None, whether that is our parser's fault)."""
+    raw = client.patch_mbox(ref)
+    try:
+        p = parse_mail(raw)
+    except MalformedMail as e:
+        return _unparsed_patch(ref, raw, author), str(e), False
+    except Exception as e:  # a parser bug: recorded as ours, and the source goes on
+        log.exception("patch %s: mail parser failed", ref.id)
+        return _unparsed_patch(ref, raw, author), f"{type(e).__name__}: {e}", True
+    return dataclasses.replace(p, pw_id=ref.id, web_url=ref.web_url), None, False
+
+
+def fetch_pw_series(client: PatchworkClient, source: str, series_id: int) -> Fetched:
     pw = client.get_series(series_id)
-    patches = tuple(_pw_patch(client, ref) for ref in pw.patches)
-    cover = _pw_patch(client, pw.cover) if pw.cover is not None else None
+    unparsed: list[Unparsed] = []
+    patches: list[Patch] = []
+    for i, ref in enumerate(pw.patches):
+        p, why, ours = _pw_patch(client, ref, pw.submitter)
+        patches.append(p)
+        if why is not None:
+            unparsed.append(Unparsed(i, ref.id, why, ours))
+    cover = None
+    if pw.cover is not None:
+        cover, why, ours = _pw_patch(client, pw.cover, pw.submitter)
+        if why is not None:
+            unparsed.append(Unparsed(None, pw.cover.id, why, ours))
     problems = (
         ()
         if pw.received_all
         else (f"incomplete: {pw.received_total} of {pw.total} patches received",)
     )
-    return Series(
+    series = Series(
         source=source,
         key=str(pw.id),
         name=pw.name,
         version=pw.version,
         total=pw.total,
-        patches=patches,
+        patches=tuple(patches),
         cover=cover,
         submitter=patches[0].author if patches else None,
         date=patches[0].date if patches else None,
@@ -101,6 +158,7 @@ def fetch_pw_series(client: PatchworkClient, source: str, series_id: int) -> Ser
         web_url=pw.web_url,
         problems=problems,
     )
+    return Fetched(series, tuple(unparsed))
 
 
 def check_project(client: PatchworkClient) -> None:
@@ -116,10 +174,18 @@ def check_project(client: PatchworkClient) -> None:
         ) from e
 
 
-def poll_patchwork(store: Store, src: PatchworkSource, client: PatchworkClient) -> int:
+def poll_patchwork(
+    store: Store,
+    src: PatchworkSource,
+    client: PatchworkClient,
+    *,
+    log_dir: Path | None = None,
+    now: datetime | None = None,
+) -> int:
     """Store every series completed since our cursor. A fetch failure stops this poll
-    without moving the cursor past the series, so the next poll retries it."""
-    new = 0
+    without moving the cursor past the series, so the next poll retries it; a series whose
+    mail does not parse is stored as `malformed` and the poll goes on."""
+    new = retry_listed(store, src.name, client, log_dir=log_dir, now=now)
     since = store.get_cursor(src.name)
     if since is None:
         # No event seen yet: a new source, or a project name that matches nothing.
@@ -127,17 +193,24 @@ def poll_patchwork(store: Store, src: PatchworkSource, client: PatchworkClient) 
     for ev in client.iter_series_completed(since, lookback=EVENT_LOOKBACK):
         if store.event_seen(src.name, ev.id):
             continue
-        series = _fetch_or_skip(store, client, src.name, src.name, ev)
-        if series is None:
+        fetched = _fetch_or_retry(store, client, src.name, src.name, ev, now)
+        if fetched is None:
             continue
-        sid = store.save_series_with_event(series, src.name, ev.id, ev.date)
-        _set_arrival_state(store, sid, series)
-        log.info("source %s: event %s stored series %s (%s)", src.name, ev.id, sid, series.name)
+        sid = _store_fetched(store, fetched, log_dir, (src.name, ev.id, ev.date))
+        log.info("source %s: event %s stored series %s (%s)", src.name, ev.id, sid,
+                 fetched.series.name)  # fmt: skip
         new += 1
     return new
 
 
-def poll_created(store: Store, src: PatchworkSource, client: PatchworkClient) -> int:
+def poll_created(
+    store: Store,
+    src: PatchworkSource,
+    client: PatchworkClient,
+    *,
+    log_dir: Path | None = None,
+    now: datetime | None = None,
+) -> int:
     """Record series that were created but are not complete yet, so a series whose last
     patch never arrives becomes a visible, explained state instead of silence."""
     cursor_name = f"{src.name}#created"
@@ -150,32 +223,107 @@ def poll_created(store: Store, src: PatchworkSource, client: PatchworkClient) ->
         if sid is not None:
             store.record_event(cursor_name, ev.id, ev.date, sid)
             continue
-        series = _fetch_or_skip(store, client, src.name, cursor_name, ev)
-        if series is None:
+        fetched = _fetch_or_retry(store, client, src.name, cursor_name, ev, now)
+        if fetched is None:
             continue
-        if series.complete:
+        if fetched.series.complete:
             # its series-completed event will bring it; only move the cursor
             store.record_event(cursor_name, ev.id, ev.date, None)
             continue
-        sid = store.save_series_with_event(series, cursor_name, ev.id, ev.date)
-        _set_arrival_state(store, sid, series)
+        _store_fetched(store, fetched, log_dir, (cursor_name, ev.id, ev.date))
         n += 1
     return n
 
 
-def _fetch_or_skip(
-    store: Store, client: PatchworkClient, source: str, cursor: str, ev: PwEvent
-) -> Series | None:
-    """The event's series, or None when it is gone from the server (404): that event is
-    then recorded as done, so one deleted series cannot stop the source for good. Any
-    other failure propagates and the cursor stays before the event."""
+def _store_fetched(
+    store: Store, fetched: Fetched, log_dir: Path | None, event: tuple[str, int, str] | None
+) -> int:
+    """Store a fetched series, with its *event* (cursor, id, date) in the same transaction
+    when given; a series with a mail that does not parse is stored `malformed`."""
+    if not fetched.unparsed:
+        if event is None:
+            return store.save_series(fetched.series)
+        return store.save_series_with_event(fetched.series, *event)
+    results = [_unparsed_result(fetched.series, u, log_dir) for u in fetched.unparsed]
+    first = fetched.unparsed[0]
+    where = "cover letter" if first.index is None else f"patch {first.index + 1}"
+    reason = f"{where} (Patchwork {first.pw_id}): mail does not parse: {first.reason}"
+    if len(fetched.unparsed) > 1:
+        reason += f" (and {len(fetched.unparsed) - 1} more)"
+    return store.save_malformed_series(fetched.series, reason, results, event)
+
+
+def _unparsed_result(series: Series, u: Unparsed, log_dir: Path | None) -> CheckResult:
+    mail = series.cover if u.index is None else series.patches[u.index]
+    log_path = None
+    if log_dir is not None and mail is not None:
+        # The raw bytes, as served: for the author and for whoever fixes the parser.
+        d = log_dir / "malformed" / f"{series.source}-{series.key}"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            path = d / f"{u.pw_id}.mbox"
+            path.write_bytes(mail.raw)
+            log_path = str(path)
+        except OSError as e:
+            log.error("series %s: cannot keep the unparsed mail %s: %s", series.key, u.pw_id, e)
+    if u.ours:
+        return CheckResult("mail", Outcome.ERROR,
+                           f"infrastructure error (not the patch): mail parser failed: {u.reason}",
+                           patch_index=u.index, log_path=log_path)  # fmt: skip
+    return CheckResult("mail", Outcome.FAIL, f"the mail does not parse: {u.reason}",
+                       patch_index=u.index, log_path=log_path)  # fmt: skip
+
+
+def _fetch_or_retry(
+    store: Store, client: PatchworkClient, source: str, cursor: str, ev: PwEvent,
+    now: datetime | None,
+) -> Fetched | None:  # fmt: skip
+    """The event's series, or None when it answered 404: Patchwork has just listed it, so
+    it is queued for GONE_ATTEMPTS retries over minutes (retry_listed) and the event is
+    recorded, so one missing series cannot stop the source. Any other failure propagates
+    and the cursor stays before the event."""
+    if store.retry_queued(source, ev.series_id):  # its other event met the 404 first
+        store.record_event(cursor, ev.id, ev.date, None)
+        return None
     try:
         return fetch_pw_series(client, source, ev.series_id)
     except PatchworkNotFound as e:
-        log.warning("source %s: event %s: series %s is gone, skipped: %s",
+        when = (now or datetime.now(UTC)) + timedelta(seconds=GONE_FIRST_WAIT)
+        log.warning("source %s: event %s: series %s answered 404, will retry: %s",
                     source, ev.id, ev.series_id, e)  # fmt: skip
-        store.record_event(cursor, ev.id, ev.date, None)
+        store.add_retry(cursor, source, ev.id, ev.date, ev.series_id, str(e), when)
         return None
+
+
+def retry_listed(
+    store: Store, source: str, client: PatchworkClient, *, log_dir: Path | None = None,
+    now: datetime | None = None,
+) -> int:  # fmt: skip
+    """Fetch again the series that answered 404 and are due; store those that are back,
+    give up (status `gone`, recorded) after GONE_ATTEMPTS. Returns how many were stored.
+    Their events were recorded when they were queued."""
+    now = now or datetime.now(UTC)
+    stored = 0
+    for r in store.due_retries(source, now):
+        try:
+            fetched = fetch_pw_series(client, source, r.remote_id)
+        except PatchworkNotFound as e:
+            if r.attempts + 1 >= GONE_ATTEMPTS:
+                age = (now - r.first_at).total_seconds() / 60
+                why = f"{e} ({r.attempts + 1} fetches over {age:.0f} min)"
+                log.warning("source %s: series %s is gone: %s", source, r.remote_id, why)
+                store.update_retry(r.id, status="gone", error=why)
+            else:
+                wait = GONE_FIRST_WAIT * 2**r.attempts
+                store.update_retry(r.id, status="retrying", error=str(e),
+                                   next_at=now + timedelta(seconds=wait))  # fmt: skip
+            continue
+        sid = _store_fetched(store, fetched, log_dir, None)
+        store.update_retry(r.id, status="done", error=f"stored as series {sid}")
+        log.info("source %s: series %s is back after %d 404s: stored as series %s",
+                 source, r.remote_id, r.attempts, sid)  # fmt: skip
+        stored += 1
+    return stored
 
 
 def poll_mail(store: Store, src: MailSource) -> int:
@@ -185,19 +333,9 @@ def poll_mail(store: Store, src: MailSource) -> int:
     new = 0
     for series in ingested.series:
         existed = store.find_series(src.name, series.key)
-        sid = store.save_series(series)
-        _set_arrival_state(store, sid, series)
+        store.save_series(series)
         new += existed is None
     return new
-
-
-def _set_arrival_state(store: Store, sid: int, series: Series) -> None:
-    state = store.series_row(sid).state
-    if not series.complete:
-        if state in (NEW, INCOMPLETE):
-            store.set_series_state(sid, INCOMPLETE, "; ".join(series.problems) or "incomplete")
-    elif state in (INCOMPLETE, EXPIRED):
-        store.set_series_state(sid, NEW, "completed")
 
 
 def expire_incomplete(
@@ -243,7 +381,13 @@ def process_series(store: Store, settings: Settings, series_id: int) -> list[Che
     log_dir = settings.data_path / "logs" / f"series-{series_id}" / f"job-{job}"
     try:
         verdict = check_series(series, settings.model_trees(), checks_for_tree(settings), log_dir)
-    except (InfraError, PatchError, OSError) as e:
+    except PatchError as e:  # the patch's fault: a result to report, not an error of ours
+        log.warning("series %s job %s: the patch's fault: %s", series_id, job, e)
+        store.add_results(job, series_id, [CheckResult("series", Outcome.FAIL, str(e))])
+        store.finish_job(job, "done")
+        store.set_series_state(series_id, CHECKED, f"the patch's fault: {e}")
+        return []
+    except (InfraError, OSError) as e:
         log.exception("series %s job %s: infrastructure error", series_id, job)
         store.finish_job(job, "error", str(e))
         store.set_series_state(series_id, ERROR, f"infrastructure error: {e}")
@@ -290,10 +434,12 @@ def report_pending(
     store: Store, settings: Settings, clients: dict[str, PatchworkClient]
 ) -> DeliveryStats:
     total = DeliveryStats()
-    for row in store.list_series(state=CHECKED, limit=1000):
+    for row in [*store.list_series(state=CHECKED, limit=1000), *store.malformed_unreported()]:
         client = clients.get(row.source)
+        malformed = row.state == MALFORMED  # stays malformed; the ledger says it was posted
         if client is None or not settings.report.patchwork.enabled:
-            store.set_series_state(row.id, DONE, row.state_reason)
+            if not malformed:
+                store.set_series_state(row.id, DONE, row.state_reason)
             continue
         series = store.load_series(row.id)
         ids = [p.pw_id for p in series.patches if p.pw_id is not None]
@@ -307,7 +453,7 @@ def report_pending(
             log_url=_log_url(settings),
             context_prefix=settings.report.patchwork.context_prefix,
         )
-        if stats.failed == 0:
+        if stats.failed == 0 and not malformed:
             store.set_series_state(row.id, REPORTED, row.state_reason, tree=row.tree)
         total = DeliveryStats(
             *(
@@ -338,8 +484,10 @@ def run_cycle(
             continue
         try:
             if isinstance(src, PatchworkSource):
-                stats["new"] += poll_patchwork(store, src, clients[src.name])
-                poll_created(store, src, clients[src.name])
+                logs = settings.data_path / "logs"
+                client = clients[src.name]
+                stats["new"] += poll_patchwork(store, src, client, log_dir=logs, now=now)
+                poll_created(store, src, client, log_dir=logs, now=now)
                 expire_incomplete(store, src.incomplete_after, source=src.name)
             else:
                 stats["new"] += poll_mail(store, src)

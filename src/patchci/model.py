@@ -106,6 +106,13 @@ class SubjectInfo:
         return self.number == 0
 
 
+# Series states, in the order a series normally moves through them. "malformed": a mail
+# of the series does not parse (the patch's fault, reported where the source can show it).
+NEW, INCOMPLETE, EXPIRED, CHECKED, REPORTED, DONE, ERROR, MALFORMED = (
+    "new", "incomplete", "expired", "checked", "reported", "done", "error", "malformed",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Patch:
     """One mail of a series carrying a diff (or the cover letter when number == 0)."""

@@ -22,7 +22,17 @@ from sqlalchemy.sql import ColumnElement
 from patchci.db import tables as t
 from patchci.db.base import Database
 from patchci.db.tables import as_utc, utcnow
-from patchci.model import CheckResult, Outcome, Patch, Person, Series
+from patchci.model import (
+    EXPIRED,
+    INCOMPLETE,
+    MALFORMED,
+    NEW,
+    CheckResult,
+    Outcome,
+    Patch,
+    Person,
+    Series,
+)
 from patchci.subject import parse_subject
 
 log = logging.getLogger(__name__)
@@ -82,7 +92,21 @@ class DeliveryRow:
     created_at: datetime
 
 
-_RowT = TypeVar("_RowT", SeriesRow, JobRow, DeliveryRow)
+@dataclass(frozen=True)
+class RetryRow:
+    id: int
+    source: str
+    event_id: int
+    event_date: str
+    remote_id: int
+    attempts: int
+    status: str
+    error: str
+    first_at: datetime
+    next_at: datetime
+
+
+_RowT = TypeVar("_RowT", SeriesRow, JobRow, DeliveryRow, RetryRow)
 
 
 def _row_to(cls: type[_RowT], row: Row[Any]) -> _RowT:
@@ -201,6 +225,17 @@ def _result_values(job_id: int, series_id: int, r: CheckResult, now: datetime) -
     }
 
 
+def _incomplete_reason(s: Series) -> str:
+    return "; ".join(s.problems) or "incomplete"
+
+
+def _arrival_state(current: str, s: Series) -> tuple[str, str] | None:
+    """The state a stored series moves to when a new view *s* of it arrives (None: keep)."""
+    if not s.complete:
+        return (INCOMPLETE, _incomplete_reason(s)) if current in (NEW, INCOMPLETE) else None
+    return (NEW, "completed") if current in (INCOMPLETE, EXPIRED) else None
+
+
 def _inserted_id(res: CursorResult[Any]) -> int:
     pk = res.inserted_primary_key
     if pk is None:
@@ -289,16 +324,123 @@ class Store(Database):
             self._record_event(conn, source, event_id, event_date, series_id)
             return series_id
 
+    def save_malformed_series(
+        self,
+        series: Series,
+        reason: str,
+        results: Sequence[CheckResult],
+        event: tuple[str, int, str] | None = None,
+    ) -> int:
+        """A series one of whose mails does not parse, in one transaction: the series (the
+        unparsed mail's raw bytes kept), state `malformed` with *reason*, the results that
+        say so (to be reported), and the *event* (cursor, id, date) so the cursor moves on."""
+        with self._write() as conn:
+            series_id = self._save_series(conn, series)
+            conn.execute(
+                update(t.series)
+                .where(t.series.c.id == series_id)
+                .values(state=MALFORMED, state_reason=reason, updated_at=utcnow())
+            )
+            now = utcnow()
+            res = conn.execute(
+                t.jobs.insert().values(
+                    series_id=series_id, kind="ingest", status="done", attempts=1, error=reason,
+                    created_at=now, started_at=now, finished_at=now, worker="ingest",
+                )
+            )  # fmt: skip
+            job_id = _inserted_id(res)
+            if results:
+                rows = [_result_values(job_id, series_id, r, now) for r in results]
+                conn.execute(t.check_results.insert(), rows)
+            if event is not None:
+                self._record_event(conn, *event, series_id)
+        log.warning("series %d (%s/%s): malformed: %s", series_id, series.source, series.key,
+                    reason)  # fmt: skip
+        return series_id
+
+    def malformed_unreported(self) -> list[SeriesRow]:
+        """Malformed series none of whose results has been delivered yet."""
+        sc, dc = t.series.c, t.deliveries.c
+        sent = select(dc.series_id).where(dc.status == "sent")
+        q = select(t.series).where(sc.state == MALFORMED, sc.id.not_in(sent)).order_by(sc.id)
+        with self._read() as conn:
+            return [_row_to(SeriesRow, r) for r in conn.execute(q)]
+
+    # --- 404 retries of listed series ----------------------------------------------------
+
+    def add_retry(
+        self, cursor: str, source: str, event_id: int, event_date: str, remote_id: int,
+        error: str, next_at: datetime,
+    ) -> None:  # fmt: skip
+        """Record the event under *cursor* (which moves on) and queue its series for a
+        retry, once per series of *source* (its created and completed events share one)."""
+        rc = t.ingest_retries.c
+        with self._write() as conn:
+            self._record_event(conn, cursor, event_id, event_date, None)
+            queued = select(rc.id).where(
+                rc.source == source, rc.remote_id == remote_id, rc.status == "retrying"
+            )
+            if conn.execute(queued).first() is not None:
+                return
+            ins = _dialect_insert(conn, t.ingest_retries).values(
+                source=source, event_id=event_id, event_date=event_date, remote_id=remote_id,
+                attempts=1,
+                status="retrying", error=error, first_at=utcnow(), next_at=next_at,
+            )  # fmt: skip
+            conn.execute(ins.on_conflict_do_nothing(index_elements=["source", "event_id"]))
+
+    def retry_queued(self, source: str, remote_id: int) -> bool:
+        rc = t.ingest_retries.c
+        q = select(rc.id).where(
+            rc.source == source, rc.remote_id == remote_id, rc.status == "retrying"
+        )
+        with self._read() as conn:
+            return conn.execute(q).first() is not None
+
+    def due_retries(self, source: str, now: datetime) -> list[RetryRow]:
+        rc = t.ingest_retries.c
+        q = (
+            select(t.ingest_retries)
+            .where(rc.source == source, rc.status == "retrying", rc.next_at <= now)
+            .order_by(rc.id)
+        )
+        with self._read() as conn:
+            return [_row_to(RetryRow, r) for r in conn.execute(q)]
+
+    def retries(self, source: str | None = None) -> list[RetryRow]:
+        q = select(t.ingest_retries).order_by(t.ingest_retries.c.id)
+        if source is not None:
+            q = q.where(t.ingest_retries.c.source == source)
+        with self._read() as conn:
+            return [_row_to(RetryRow, r) for r in conn.execute(q)]
+
+    def update_retry(
+        self, retry_id: int, *, status: str, error: str = "", next_at: datetime | None = None,
+        attempt: bool = True,
+    ) -> None:  # fmt: skip
+        rc = t.ingest_retries.c
+        values: dict[str, Any] = {"status": status, "error": error}
+        if attempt:
+            values["attempts"] = rc.attempts + 1
+        if next_at is not None:
+            values["next_at"] = next_at
+        with self._write() as conn:
+            conn.execute(update(t.ingest_retries).where(rc.id == retry_id).values(**values))
+
     def _save_series(self, conn: Connection, s: Series) -> int:
+        """Store *s* and set its arrival state in the caller's transaction: a kill between
+        the two left incomplete series `new` (checked as complete) or complete ones
+        `incomplete` until they expired."""
         sc = t.series.c
         row = conn.execute(select(t.series).where(sc.source == s.source, sc.key == s.key)).first()
         values = _series_values(s)
         slots = _patch_slots(s)
         if row is None:
             now = utcnow()
+            state, reason = (NEW, "") if s.complete else (INCOMPLETE, _incomplete_reason(s))
             res = conn.execute(
                 t.series.insert().values(
-                    source=s.source, key=s.key, state="new", state_reason="", tree=None,
+                    source=s.source, key=s.key, state=state, state_reason=reason, tree=None,
                     created_at=now, updated_at=now, **values,
                 )
             )  # fmt: skip
@@ -312,6 +454,9 @@ class Store(Database):
         merged = self._merge_patches(conn, series_id, s, slots)
         if merged is None:  # an older view: what we have is newer
             return series_id
+        arrival = _arrival_state(row.state, s)
+        if arrival is not None:
+            values["state"], values["state_reason"] = arrival
         if merged or any(row._mapping[k] != v for k, v in values.items()):
             conn.execute(
                 update(t.series).where(sc.id == series_id).values(updated_at=utcnow(), **values)

@@ -125,6 +125,25 @@ source_events = Table(
     UniqueConstraint("source", "event_id"),
 )
 
+# A series event whose series answered 404: Patchwork listed it a moment ago, so the 404 is
+# taken as transient (a replica behind, a series being rebuilt) and retried before "gone".
+ingest_retries = Table(
+    "ingest_retries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("event_date", Text, nullable=False),
+    Column("remote_id", BigInteger, nullable=False),  # the series id on the source
+    Column("attempts", Integer, nullable=False),
+    Column("status", Text, nullable=False),  # retrying | gone | done
+    Column("error", Text, nullable=False),
+    Column("first_at", UTCDateTime, nullable=False),
+    Column("next_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source", "event_id"),
+    Index(None, "status", "next_at"),
+)
+
 patches = Table(
     "patches",
     metadata,

@@ -64,6 +64,7 @@ class FakePatchwork:
         self.checks: dict[int, CheckRec] = {}
         self.events: dict[int, EventRec] = {}
         self._faults: list[_Fault] = []
+        self.mangled: dict[int, bytes] = {}  # patch id -> mbox bytes served instead
         self._log: list[LoggedRequest] = []
         self.token = self.add_user("ci-bot", maintainer=True, password="ci-bot")
 
@@ -146,6 +147,12 @@ class FakePatchwork:
         """
         with self._lock:
             self._faults.append(_Fault(n, status, 0.0, method, path_contains, after))
+
+    def mangle_mbox(self, patch_id: int, body: bytes) -> None:
+        """Serve *body* as the mbox of patch *patch_id* (a mail stored mangled, a proxy
+        that cut it): for the client's handling of mail it cannot parse."""
+        with self._lock:
+            self.mangled[patch_id] = body
 
     def delay_next(
         self,
@@ -365,6 +372,8 @@ class FakePatchwork:
             if sub.kind == "patch" and q.get("series"):
                 ids = self.series[sub.series_id].patch_ids
                 subs = [self.submissions[i] for i in ids[: ids.index(sub.id) + 1]]
+            if len(subs) == 1 and sub.id in self.mangled and sub.kind == "patch":
+                return Resp(200, self.mangled[sub.id], "text/plain; charset=utf-8")
             text = "\n".join(self._patch_mbox(s) for s in subs)
             return Resp(200, text.encode("utf-8", "surrogateescape"), "text/plain; charset=utf-8")
         if path.startswith("/project/"):
