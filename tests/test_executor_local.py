@@ -195,6 +195,14 @@ def test_ktap_wins_over_exit_code(tmp_path: Path) -> None:
     assert run.tests[0].outcome is Outcome.PASS
 
 
+def test_a_program_killed_after_its_header_fails_not_skips(tmp_path: Path) -> None:
+    """Output that was only a version line (a kselftest program that crashed after its
+    header) read SKIP, and the executor ignored the exit status 139."""
+    spec = TestSpec("g", "segv", "echo 'TAP version 13'; kill -SEGV $$", 5)
+    run = LocalExecutor("x", retries=0).run("b", tmp_path, [spec], tmp_path / "out")
+    assert run.tests[0].outcome is Outcome.FAIL
+
+
 def test_kselftest_runner_node_is_unwrapped(tmp_path: Path) -> None:
     nested = write_script(tmp_path, "nested.sh", NESTED)
     run = LocalExecutor("x").run(
@@ -274,6 +282,11 @@ def test_order_longest_first(
         ("TAP version 13\n1..1\nok 1 a # SKIP nope\n", 1, False, Outcome.SKIP),
         ("TAP version 13\n1..1\nok 1 a\n", 0, True, Outcome.CRASH),
         ("", None, True, Outcome.CRASH),
+        ("TAP version 13\n", 139, False, Outcome.FAIL),
+        ("TAP version 13\n", 0, False, Outcome.CRASH),
+        ("TAP version 13\n", 4, False, Outcome.SKIP),
+        ("TAP version 13\n1..0 # SKIP no hw\n", 0, False, Outcome.SKIP),
+        ("TAP version 13\n1..1\nok 1 a\n", 139, False, Outcome.FAIL),
     ],
 )
 def test_verdict(text: str, rc: int | None, crashed: bool, expected: Outcome) -> None:

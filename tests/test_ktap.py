@@ -10,6 +10,8 @@ import io
 import json
 import os
 import random
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -729,3 +731,100 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     assert cli([str(tmp_path / "nope.tap")], out) == 2
     assert "cannot read" in out.getvalue()
     assert cli(["--help"], io.StringIO()) == 0
+
+
+# -- what real logs still fooled (issue: hardening, part 8) --------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _patchci_ktap(stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+    """`patchci ktap parse -` as a user runs it: a real process, a UTF-8 locale."""
+    exe = REPO / ".venv" / "bin" / "patchci"
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "patchci"]
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": ""}
+    return subprocess.run([*argv, "ktap", "parse", "-"], input=stdin, capture_output=True,
+                          env=env, timeout=60, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "prefixes",
+    [
+        # a `ts`-style logger: epoch seconds, one more digit later on
+        ("1.000000001 ", "1.000000002 ", "10.000000003 "),
+        # printk level and time, the time growing a digit
+        ("<6>[    9.000001] ", "<6>[    9.900002] ", "<6>[   10.000003] "),
+        # syslog: the day and the seconds change
+        ("Dec  6 21:47:14 host kernel: ", "Dec  6 21:47:15 host kernel: ",
+         "Dec 16 21:47:59 host kernel: "),
+    ],
+)  # fmt: skip
+def test_a_per_line_prefix_that_changes_is_stripped_by_its_shape(prefixes: tuple[str, ...]) -> None:
+    """A per-line prefix that changes from line to line was stripped as literal text, so
+    nothing after the first line was recognised: two real logs with failing tests read
+    "no tests run", SKIP, exit 0."""
+    lines = ("TAP version 13", "1..1", "not ok 1 x")
+    text = "".join(p + line + "\n" for p, line in zip(prefixes, lines, strict=True))
+    p = parse_text(text)
+    assert (counts(p), p.outcome, exit_code(p)) == ({"fail": 1}, Outcome.FAIL, 1)
+    assert p.errors == ()
+
+
+def test_the_cli_reads_a_prefixed_log_from_stdin() -> None:
+    r = _patchci_ktap(b"1.000000001 TAP version 13\n1.000000002 1..1\n1.000000003 not ok 1 x\n")
+    assert r.returncode == 1, r.stderr
+    assert b"FAIL x" in r.stdout
+
+
+def test_invalid_utf8_on_stdin_is_read_not_a_traceback() -> None:
+    """`patchci ktap parse -` with invalid UTF-8 on stdin under a UTF-8 locale printed a
+    traceback and exited 1."""
+    r = _patchci_ktap(b"TAP version 13\n1..2\nok 1 caf\xe9\nnot ok 2 \xff\xfe\n")
+    assert r.returncode == 1
+    assert b"Traceback" not in r.stderr
+    assert b"ok   caf\xef\xbf\xbd" in r.stdout and b"FAIL" in r.stdout
+
+
+def test_only_a_version_line_is_a_crash_not_a_skip() -> None:
+    """Output that was only a version line (a kselftest program that crashed after its
+    header) read SKIP."""
+    p = parse_text("TAP version 13\n")
+    assert (p.outcome, exit_code(p)) == (Outcome.CRASH, 1)
+    assert parse_text("TAP version 13\n1..0 # SKIP no hw\n").outcome is Outcome.SKIP
+
+
+def test_cr_only_line_endings() -> None:
+    """CR-only line endings gave "could not find any KTAP output"."""
+    p = parse_text("TAP version 13\r1..2\rok 1 a\rnot ok 2 b\r")
+    assert (counts(p), p.errors) == ({"fail": 1, "pass": 1}, ())
+    r = _patchci_ktap(b"TAP version 13\r1..1\rnot ok 1 b\r")
+    assert r.returncode == 1 and b"FAIL b" in r.stdout
+
+
+def test_a_tab_and_eight_spaces_are_one_level() -> None:
+    """A tab on one line and 8 spaces on the next, in one block, counted as two levels."""
+    p = parse_text(
+        "TAP version 13\n1..1\n\t# Subtest: s\n\t1..2\n        ok 1 a\n\tnot ok 2 b\nnot ok 1 s\n"
+    )
+    (s,) = p.root.children
+    assert [c.name for c in s.children] == ["a", "b"]
+    assert p.errors == ()
+
+
+@pytest.mark.parametrize("comment", ["# SKIP: no hw", "# SKIPPED no hw", "# skip: no hw"])
+def test_skip_spellings_read_as_skip(comment: str) -> None:
+    """`# SKIP: reason` and `# SKIPPED` read as pass."""
+    p = parse_text(f"TAP version 13\n1..1\nok 1 a {comment}\n")
+    (a,) = p.root.children
+    assert (a.outcome, a.directive, a.reason) == (Outcome.SKIP, "SKIP", "no hw")
+
+
+def test_absurd_plans_in_many_blocks_stay_cheap() -> None:
+    """A 12 KB KTAP file with a plan of 10^18 in every block cost 1.3 s and 180 MB: the
+    synthesised "missing" tests are bounded per parse, not only per block."""
+    block = "    # Subtest: s\n    1..999999999999999999\nnot ok {n} s\n"
+    text = "TAP version 13\n" + "".join(block.format(n=n) for n in range(1, 400))
+    p = parse_text(text)
+    synthesised = sum(1 for _, n in p.root.walk() if "missing expected subtest" in n.errors)
+    assert synthesised == 10000
+    assert p.outcome is Outcome.CRASH

@@ -81,10 +81,14 @@ def verdict(parsed: ktap.Parsed, exit_code: int | None, crashed: bool) -> Outcom
     (not ignored) kernel splat showed up in its output."""
     if exit_code is None:
         base = Outcome.TIMEOUT
-    elif parsed.version is None and not parsed.root.children:
+    elif not parsed.root.children and (parsed.version is None or exit_code != 0):
+        # No results (no KTAP, or a header and nothing else): the exit status tells. A
+        # program killed by SIGSEGV after its header (139) failed; it did not skip.
         base = {0: Outcome.PASS, KSFT_SKIP: Outcome.SKIP}.get(exit_code, Outcome.FAIL)
     else:
         base = parsed.outcome
+        if exit_code > 128 and base in (Outcome.PASS, Outcome.SKIP, Outcome.XFAIL):
+            base = Outcome.FAIL  # killed by a signal after reporting what it had
     return worst((base, Outcome.CRASH)) if crashed else base
 
 
