@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from bench import parsers, web
+from bench import parsers, scaling, web
 
 from tests.pg import require_pg_bin
 
@@ -37,3 +37,9 @@ def test_parser_bench_reports_ratios(capsys: pytest.CaptureFixture[str]) -> None
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[0] for ln in lines] == ["ktap.parse_lines", "crash.detect"]
     assert all(re.search(r"[\d,]+ lines/s \([\d.]+x of a regex scan", ln) for ln in lines)
+
+
+def test_scaling_bench_covers_every_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    scaling.main((0.01, 0.02))
+    rows = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == [name for name in scaling.PARSERS for _ in range(2)]

@@ -1,6 +1,6 @@
 """The fake Patchwork reproduces the documented behaviour of Patchwork v3.2.1.
 
-Each test names the quirk of /work/shared/reference/patchwork-api.md it pins down.
+Each test names the quirk of the steering repository's shared/reference/patchwork-api.md it pins down.
 """
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ MAX_CONTEXT = 30
 
 # file:line[:col]: severity: message   (gcc, clang, sparse, kernel-doc, objtool with a line)
 _DIAG = re.compile(
-    r"^(?P<file>[^\s:][^:]*?):(?P<line>\d+):(?:(?P<col>\d+):)?\s*"
-    r"(?P<sev>fatal error|error|warning|note|remark)\s*:\s*(?P<msg>.*?)\s*$"
+    r"^(?P<file>[^\s:][^:]*?):(?P<line>\d{1,9}):(?:(?P<col>\d{1,9}):)?\s*"
+    r"(?P<sev>fatal error|error|warning|note|remark)\s*:\s*(?P<msg>(?:.*\S)?)\s*$"
 )
 # sparse continuation: "file:line:col:    expected int" (no severity word)
-_SPARSE_CONT = re.compile(r"^(?P<file>[^\s:][^:]*?):(?P<line>\d+):(?:\d+:)?\s{2,}(?P<text>\S.*)$")
+_SPARSE_CONT = re.compile(r"^(?P<file>[^\s:][^:]*?):(?P<line>\d{1,9}):(?:\d+:)?\s{2,}(?P<text>\S.*)$")
 # "tool: error: text" / "vmlinux.o: warning: objtool: ..." (no line number)
-_TOOL = re.compile(r"^(?P<who>[^\s:]+):\s+(?P<sev>fatal error|error|warning):\s*(?P<msg>.*?)\s*$")
+_TOOL = re.compile(r"^(?P<who>[^\s:]+):\s+(?P<sev>fatal error|error|warning):\s*(?P<msg>(?:.*\S)?)\s*$")
 _FUNC = re.compile(
     r"^(?P<file>[^\s:][^:]*?): In (?:static |member |)(?:function|constructor|destructor)"
     r" [‘'`](?P<fn>[^’']+)[’']:\s*$"
@@ -37,27 +37,27 @@ _TOPLEVEL = re.compile(r"^(?P<file>[^\s:][^:]*?): At (?:top level|global scope):
 _INCLUDED = re.compile(r"^(?:In file included from|\s+from)\s+\S+?:\d+(?::\d+)?[:,]\s*$")
 # GNU ld: "foo.c:(.text+0x5): undefined reference to `bar'"
 _LD_REF = re.compile(
-    r"^(?:\S*ld(?:\.\w+)?:\s+)?(?P<file>[^\s:][^:]*?):\((?P<sect>[^)]*)\):\s*(?P<msg>.*?)\s*$"
+    r"^(?:\S*ld(?:\.\w+)?:\s+)?(?P<file>[^\s:][^:]*?):\((?P<sect>[^)]*)\):\s*(?P<msg>(?:.*\S)?)\s*$"
 )
 _LD_INFUNC = re.compile(r"^\S*ld(?:\.\w+)?:\s+\S+: in function [`'].*[`']:\s*$")
 # ld.lld: "ld.lld: error: undefined symbol: foo"
-_LLD = re.compile(r"^(?P<tool>\S*ld\.lld|\S*ld):\s+(?P<sev>error|warning):\s*(?P<msg>.*?)\s*$")
+_LLD = re.compile(r"^(?P<tool>\S*ld\.lld|\S*ld):\s+(?P<sev>error|warning):\s*(?P<msg>(?:.*\S)?)\s*$")
 _LLD_REF = re.compile(r"^>>> ")
-_MAKE = re.compile(r"^(?P<tool>g?make(?:\[\d+\])?): \*\*\* (?P<msg>.*?)\s*$")
-_MAKE_TARGET = re.compile(r"^\[(?P<mk>[^:\]]+):(?P<line>\d+): (?P<target>[^\]]+)\] (?P<rest>.*)$")
+_MAKE = re.compile(r"^(?P<tool>g?make(?:\[\d+\])?): \*\*\* (?P<msg>(?:.*\S)?)\s*$")
+_MAKE_TARGET = re.compile(r"^\[(?P<mk>[^:\]]+):(?P<line>\d{1,9}): (?P<target>[^\]]+)\] (?P<rest>.*)$")
 _MAKE_DIR = re.compile(
     r"^g?make(?:\[\d+\])?: (?P<what>Entering|Leaving) directory [`'‘](?P<dir>[^'’]+)['’]"
 )
-_MODPOST = re.compile(r"^(?P<sev>WARNING|ERROR|FATAL): modpost: (?P<msg>.*?)\s*$")
-_KBUILD_WARN = re.compile(r"^(?P<sev>WARNING|ERROR): (?P<msg>(?!modpost:).*?)\s*$")
+_MODPOST = re.compile(r"^(?P<sev>WARNING|ERROR|FATAL): modpost: (?P<msg>(?:.*\S)?)\s*$")
+_KBUILD_WARN = re.compile(r"^(?P<sev>WARNING|ERROR): (?P<msg>(?!modpost:)(?:.*\S)?)\s*$")
 # kbuild quiet lines ("  CC [M]  net/mptcp/protocol.o") and clang's summary line are not context.
 _QUIET = re.compile(r"^  [A-Z0-9_]+(?: \[M\])?\s+\S")
 _SOURCE = re.compile(r"^\s*\d+\s*\|")  # "120 |  y" (rustc does not indent wide numbers)
 _CONTEXT_STARTS = ("|", ">>>", "compilation terminated")
 _GENERATED = re.compile(r"^\d+ (?:warning|error)s? generated\.$")
 # rustc: "error[E0425]: cannot find value `x`" then "  --> rust/kernel/x.rs:12:5"
-_RUST = re.compile(r"^(?P<sev>error|warning)(?:\[(?P<code>E\d+)\])?: (?P<msg>.*?)\s*$")
-_RUST_AT = re.compile(r"^\s*--> (?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+)\s*$")
+_RUST = re.compile(r"^(?P<sev>error|warning)(?:\[(?P<code>E\d+)\])?: (?P<msg>(?:.*\S)?)\s*$")
+_RUST_AT = re.compile(r"^\s*--> (?P<file>[^:]+):(?P<line>\d{1,9}):(?P<col>\d{1,9})\s*$")
 _RUST_SUMMARY = re.compile(r"^(?:aborting due to|\d+ warnings? emitted|could not compile)")
 _FLAG = re.compile(r"\s*\[(?P<flags>-W[^\]\s]*|-f[^\]\s]*)\]$")
 _NUM_FLAG = re.compile(r"\s*\[(?P<flags>-W[^\]]*(?:,-W[^\]]*)+)\]$")
@@ -357,7 +357,9 @@ _QUOTES = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"'})
 _VOLATILE = (
     # "declared at line 12", "previous definition at foo.c:12:3", "(foo.c:12)"
     (re.compile(r"\b(line|lines) \d+(?:-\d+)?\b"), r"\1 N"),
-    (re.compile(r"(\S+\.(?:c|h|S|rs|lds)):\d+(?::\d+)?"), r"\1"),
+    # (anchored on the extension: `\S+\.c:` backtracked quadratically on a long token,
+    # 8.9 s for gcc's echo of a 40 KB #warning)
+    (re.compile(r"(?<=\S)(\.(?:c|h|S|rs|lds)):\d{1,9}(?::\d{1,9})?"), r"\1"),
     # section offsets (".text+0x5a") move whenever code moves
     (re.compile(r"\+0x[0-9a-fA-F]+(?:/0x[0-9a-fA-F]+)?"), "+0x?"),
     (re.compile(r"\b0x[0-9a-fA-F]{6,}\b"), "0x?"),

@@ -21,17 +21,21 @@ from patchci.model import Outcome
 LEVELS = ("ERROR", "WARNING", "CHECK")
 MAX_DESCRIPTION = 250  # Patchwork shows one short line
 
+# The text is stripped in code: a lazy `.*?` before `\s*$` is quadratic on long blanks.
 _HEADER = re.compile(
-    r"^(?P<level>ERROR|WARNING|CHECK):(?:(?P<type>[A-Z][A-Z0-9_]*):)?\s*(?P<text>.*?)\s*$"
+    r"^(?P<level>ERROR|WARNING|CHECK):(?:(?P<type>[A-Z][A-Z0-9_]*):)?(?P<text>.*)"
 )
 _TERSE = re.compile(
-    r"^(?P<file>[^\s:][^:]*?):(?P<line>\d+):\s+(?P<level>ERROR|WARNING|CHECK):"
-    r"(?:(?P<type>[A-Z][A-Z0-9_]*):)?\s*(?P<text>.*?)\s*$"
+    r"^(?P<file>[^\s:][^:]*?):(?P<line>\d{1,9}):\s+(?P<level>ERROR|WARNING|CHECK):"
+    r"(?:(?P<type>[A-Z][A-Z0-9_]*):)?(?P<text>.*)"
 )
-_WHERE = re.compile(r"^#(?P<pline>\d+):\s*(?:FILE:\s*(?P<file>.+?):(?P<line>\d+):)?\s*$")
+# Context lines kept per message: a tuple grown line by line is quadratic (1 MB of context:
+# 29 s), and a maintainer reads the first few.
+MAX_CONTEXT = 40
+_WHERE = re.compile(r"^#(?P<pline>\d{1,9}):\s*(?:FILE:\s*(?P<file>.+?):(?P<line>\d{1,9}):)?\s*$")
 _TOTAL = re.compile(
-    r"(?:^|\s)total: (?P<e>\d+) errors?, (?P<w>\d+) warnings?, (?:(?P<c>\d+) checks?, )?"
-    r"(?P<l>\d+) lines? checked"
+    r"(?:^|\s)total: (?P<e>\d{1,9}) errors?, (?P<w>\d{1,9}) warnings?, (?:(?P<c>\d{1,9}) checks?, )?"
+    r"(?P<l>\d{1,9}) lines? checked"
 )
 _PATCH_SUFFIXES = (".patch", ".diff", ".mbox", ".eml")
 _CLEAN = re.compile(r"has no obvious style problems")
@@ -91,7 +95,7 @@ def _add_context(msgs: list[CheckpatchMessage], line: str) -> None:
             int(w.group("line")) if w.group("line") else last.line,
             int(w.group("pline")),
         )
-    else:
+    elif len(last.context) < MAX_CONTEXT:
         msgs[-1] = CheckpatchMessage(
             last.level, last.text, last.type, last.file, last.line, last.patch_line,
             last.context + (line,),
@@ -118,12 +122,16 @@ def _feed(acc: _Acc, line: str, in_block: bool) -> bool:
         n, file = int(m.group("line")), m.group("file")
         pline = n if file.endswith(_PATCH_SUFFIXES) else None
         acc.messages.append(
-            CheckpatchMessage(m.group("level"), m.group("text"), m.group("type"), file, n, pline)
+            CheckpatchMessage(
+                m.group("level"), m.group("text").strip(), m.group("type"), file, n, pline
+            )
         )
         return True
     m = _HEADER.match(line)
     if m:
-        acc.messages.append(CheckpatchMessage(m.group("level"), m.group("text"), m.group("type")))
+        acc.messages.append(
+            CheckpatchMessage(m.group("level"), m.group("text").strip(), m.group("type"))
+        )
         return True
     if not line.strip():
         return False

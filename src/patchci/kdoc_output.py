@@ -18,12 +18,12 @@ from patchci.buildlog import Diagnostic, WarningDelta
 from patchci.model import Outcome
 
 _PERL = re.compile(
-    r"^(?P<file>[^\s:][^:]*?):(?P<line>\d+):\s*(?P<lvl>warning|error|info|Warning|Error):\s*"
-    r"(?P<msg>.*?)\s*$"
+    r"^(?P<file>[^\s:][^:]*?):(?P<line>\d{1,9}):\s*(?P<lvl>warning|error|info|Warning|Error):\s*"
+    r"(?P<msg>(?:.*\S)?)\s*$"
 )
 _PY = re.compile(
-    r"^(?P<lvl>Warning|Error|WARNING|ERROR|Info|INFO):\s+(?P<file>[^\s:][^:]*?):(?P<line>\d+):?"
-    r"\s+(?:warning:\s*)?(?P<msg>.*?)\s*$"
+    r"^(?P<lvl>Warning|Error|WARNING|ERROR|Info|INFO):\s+(?P<file>[^\s:][^:]*?):(?P<line>\d{1,9}):?"
+    r"\s+(?:warning:\s*)?(?P<msg>(?:.*\S)?)\s*$"
 )
 # Summaries such as "3 warnings" or "2 warnings as Errors" say nothing new.
 _SUMMARY = re.compile(r"^\d+ (?:warnings?|errors?)\b", re.IGNORECASE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,7 +24,7 @@ from patchci.model import Person
 
 log = logging.getLogger(__name__)
 
-_FIELD = re.compile(r"^(?P<type>[A-Z]):\s*(?P<value>.*?)\s*$")
+_FIELD = re.compile(r"^(?P<type>[A-Z]):\s*(?P<value>(?:.*\S)?)\s*$")
 # get_maintainer drops Linus from its output unless --git-chief-penguins.
 _WILDCARD = re.compile(r"[*?\[]")
 CHIEF_PENGUINS = frozenset({"torvalds@linux-foundation.org"})
@@ -150,29 +151,79 @@ def parse_maintainers(text: str) -> list[Entry]:
     return entries
 
 
+# One glob token: a literal character, "?" (any one character), "*" (any run, "/"
+# included, as get_maintainer's `.*`) or a character class (negated, ranges).
+_Tok = tuple[str, str | frozenset[str] | tuple[bool, tuple[tuple[str, str], ...]]]
+
+
 @lru_cache(maxsize=65536)
-def _glob_regex(pattern: str) -> re.Pattern[str] | None:
-    """get_maintainer's translation: `.` literal, `*` → `.*`, `?` → `.`, `[..]` kept."""
-    out: list[str] = []
+def _glob_tokens(pattern: str) -> tuple[_Tok, ...]:
+    """get_maintainer's translation of an F:/X: glob (`*` → `.*`, `?` → `.`, `[..]`
+    kept), as tokens for a matcher that never backtracks: a regex of it backtracked
+    exponentially (10 stars: 33 s), and the file comes from the patched tree."""
+    out: list[_Tok] = []
     i = 0
     while i < len(pattern):
         c = pattern[i]
         if c == "*":
-            out.append(".*")
+            if not out or out[-1][0] != "*":  # ** is *
+                out.append(("*", ""))
         elif c == "?":
-            out.append(".")
-        elif c == "[" and "]" in pattern[i + 1 :]:
-            j = pattern.index("]", i + 1)
-            out.append(pattern[i : j + 1])
+            out.append(("?", ""))
+        elif c == "[" and "]" in pattern[i + 2 :]:
+            j = pattern.index("]", i + 2)
+            body = pattern[i + 1 : j]
+            neg = body[:1] == "^"  # a Perl class, as get_maintainer keeps it: "!" is literal
+            body = body[1:] if neg else body
+            ranges: list[tuple[str, str]] = []
+            k = 0
+            while k < len(body):
+                if k + 2 < len(body) and body[k + 1] == "-":
+                    ranges.append((body[k], body[k + 2]))
+                    k += 3
+                else:
+                    ranges.append((body[k], body[k]))
+                    k += 1
+            out.append(("[", (neg, tuple(ranges))))
             i = j
         else:
-            out.append(re.escape(c))
+            out.append(("=", c))
         i += 1
-    try:
-        return re.compile("".join(out))
-    except re.error:
-        log.debug("bad MAINTAINERS pattern %r", pattern)
-        return None
+    return tuple(out)
+
+
+def _tok_matches(tok: _Tok, ch: str) -> bool:
+    kind, arg = tok
+    if kind == "?":
+        return True
+    if kind == "=":
+        return ch == arg
+    assert isinstance(arg, tuple)
+    neg, ranges = arg
+    return any(lo <= ch <= hi for lo, hi in ranges) != neg
+
+
+def _glob_prefix_match(tokens: Sequence[_Tok], text: str) -> bool:
+    """Does the glob match a prefix of *text* (a regex's `match`)? The classic wildcard
+    walk that resumes after the last `*` only: O(len(tokens) * len(text)) at worst."""
+    # A prefix match is a full match of the pattern followed by "*".
+    toks = [*tokens, ("*", "")] if not tokens or tokens[-1][0] != "*" else list(tokens)
+    t = s = 0
+    star_t, star_s = -1, 0
+    while s < len(text):
+        if t < len(toks) and toks[t][0] == "*":
+            star_t, star_s = t, s
+            t += 1
+        elif t < len(toks) and _tok_matches(toks[t], text[s]):
+            t, s = t + 1, s + 1
+        elif star_t >= 0:
+            star_s += 1
+            t, s = star_t + 1, star_s
+        else:
+            return False
+    while t < len(toks) and toks[t][0] == "*":
+        t += 1
+    return t == len(toks)
 
 
 def pattern_depth(pattern: str) -> int:
@@ -190,8 +241,7 @@ def file_matches(pattern: str, file: str) -> bool:
     # Cheap test first: the part before any wildcard must be a literal prefix.
     if not file.startswith(_WILDCARD.split(pattern, 1)[0]):
         return False
-    rx = _glob_regex(pattern)
-    if rx is None or not rx.match(file):
+    if not _glob_prefix_match(_glob_tokens(pattern), file):
         return False
     if pattern.endswith("/"):
         return True
@@ -201,12 +251,28 @@ def file_matches(pattern: str, file: str) -> bool:
     return not _WILDCARD.search(pattern) and file.startswith(pattern + "/")
 
 
-def _regex_search(rx: str, text: str) -> bool:
+# N: and K: regexes come from the patched tree: the kernel's longest is under 150
+# characters, and an N: line of 1 000 "(" made re.compile raise RecursionError.
+MAX_REGEX_LEN = 512
+
+
+@lru_cache(maxsize=65536)
+def _compile(rx: str) -> re.Pattern[str] | None:
+    if len(rx) > MAX_REGEX_LEN:
+        log.warning("MAINTAINERS regex of %d characters ignored", len(rx))
+        return None
     try:
-        return re.search(rx, text, re.VERBOSE) is not None
-    except re.error:
-        log.debug("bad MAINTAINERS regex %r", rx)
-        return False
+        with warnings.catch_warnings():  # "possible nested set" and such: not ours to show
+            warnings.simplefilter("ignore")
+            return re.compile(rx, re.VERBOSE)
+    except (re.error, RecursionError, OverflowError, ValueError):
+        log.debug("bad MAINTAINERS regex %r", rx[:200])
+        return None
+
+
+def _regex_search(rx: str, text: str) -> bool:
+    pattern = _compile(rx)
+    return pattern is not None and pattern.search(text) is not None
 
 
 def file_depth(entry: Entry, file: str) -> int | None:

@@ -12,11 +12,16 @@ import re
 from patchci.model import SubjectInfo
 
 _REPLY_RE = re.compile(r"^\s*((re|fwd?|aw|sv)\s*:\s*)+", re.IGNORECASE)
-_GROUP_RE = re.compile(r"^\s*\[([^\[\]]*)\]")
-_VERSION_RE = re.compile(r"^[vV](\d+)$")
+_GROUP_RE = re.compile(r"\s*\[([^\[\]]*)\]")  # used with match(s, pos)
+# Counts taken from a mail are bounded: `[PATCH 1/999999999]` made the mbox source build
+# a "missing patch" entry per number, and 5 000 digits made int() raise. A longer number
+# is not numbering (the token stays a plain tag).
+MAX_COUNT_DIGITS = 4
+_N = rf"(\d{{1,{MAX_COUNT_DIGITS}}})"
+_VERSION_RE = re.compile(rf"^[vV]{_N}$")
 # Patchwork also accepts "PATCH1/8" written together.
-_NUM_RE = re.compile(r"^(?:patch)?(\d+)/(\d+)$", re.IGNORECASE)
-_TITLE_VERSION_RE = re.compile(r"\([vV](\d+)\)")
+_NUM_RE = re.compile(rf"^(?:patch)?{_N}/{_N}$", re.IGNORECASE)
+_TITLE_VERSION_RE = re.compile(rf"\([vV]{_N}\)")
 _PATCH_WORDS = frozenset({"patch", "resend", "patchv", "pull", "git"})
 
 
@@ -40,13 +45,11 @@ def parse_subject(subject: str) -> SubjectInfo:
     s = normalise_space(subject)
     s, _ = strip_reply(s)
     prefixes: list[str] = []
-    while True:
-        m = _GROUP_RE.match(s)
-        if not m:
-            break
+    pos = 0
+    while m := _GROUP_RE.match(s, pos):  # by position: slicing per group was quadratic
         prefixes.extend(t for t in re.split(r"[,\s]+", m.group(1)) if t)
-        s = s[m.end() :]
-    title = s.strip()
+        pos = m.end()
+    title = s[pos:].strip()
     version = 0
     number: int | None = None
     total: int | None = None

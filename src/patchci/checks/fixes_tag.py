@@ -17,7 +17,7 @@ from patchci.git import Git
 from patchci.model import Outcome, Scope
 
 MIN_SHA_LEN = 12
-_FIXES_RE = re.compile(r"^\s*fixes:\s*(.*?)\s*$", re.IGNORECASE)
+_FIXES_RE = re.compile(r"^\s*fixes:\s*((?:.*\S)?)\s*$", re.IGNORECASE)
 _TRAILER_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9-]*:\s")
 _ID_RE = re.compile(r"^(commit\s+)?([0-9a-fA-F]+)\b\s*(.*)$", re.IGNORECASE)
 

@@ -16,7 +16,7 @@ from patchci.checks.base import Check, CheckContext, Verdict
 from patchci.git import Git
 from patchci.model import Outcome, Person, Scope
 
-_SOB_RE = re.compile(r"^\s*signed-off-by:\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
+_SOB_RE = re.compile(r"^\s*signed-off-by:\s*((?:.*\S)?)\s*$", re.IGNORECASE | re.MULTILINE)
 
 
 def sign_offs(message: str) -> list[Person]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import email
 import email.utils
 import hashlib
@@ -66,12 +67,12 @@ class _Headers:
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
     """Bytes → str: the declared charset if it works, else UTF-8, else Latin-1. Never raises."""
-    for cs in (charset, "utf-8"):
+    for cs in (charset and _text_charset(charset), "utf-8"):
         if not cs:
             continue
         try:
             return data.decode(cs)
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError, ValueError):  # NUL in a charset name: ValueError
             continue
     return data.decode("latin-1")
 
@@ -86,9 +87,25 @@ def _decode_word(m: re.Match[str]) -> str:
     except (binascii.Error, ValueError):
         return m.group(0)
     try:
-        return data.decode(charset, errors="replace")
-    except LookupError:  # unknown charset, or a non-text codec such as "rot13"
+        return data.decode(_text_charset(charset), errors="replace")
+    except (UnicodeError, ValueError):  # idna/punycode ignore errors="replace"
         return data.decode("utf-8", errors="replace")
+
+
+# Codecs that look up fine but cannot decode arbitrary bytes with errors="replace".
+_BAD_CODECS = frozenset({"idna", "punycode", "undefined"})
+
+
+def _text_charset(charset: str) -> str:
+    """*charset* when it names a text codec that can decode any bytes, else UTF-8 (an
+    unknown name, NUL in it, "rot13" and such)."""
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError, TypeError):
+        return "utf-8"
+    if not getattr(info, "_is_text_encoding", True) or info.name in _BAD_CODECS:
+        return "utf-8"
+    return info.name
 
 
 def decode_header_value(value: str) -> str:
@@ -139,10 +156,24 @@ def _msgids(value: str | None) -> list[str]:
     return [f"<{bare[0]}>"] if bare else []
 
 
+# email.utils recurses per special character: a 2 KB From: of 1 000 colons overflowed the
+# stack. Longer values are cut (no real address is this long).
+_MAX_ADDR_HEADER = 1000
+
+
+def _parse_addresses(values: list[str]) -> list[tuple[str, str]]:
+    try:
+        return email.utils.getaddresses([v[:_MAX_ADDR_HEADER * 8] for v in values])
+    except (RecursionError, ValueError, IndexError):
+        return [("", a) for v in values for a in re.findall(r"[^\s<>,;:\"]+@[^\s<>,;:\"]+", v)]
+
+
 def _person(value: str | None) -> Person:
     if not value:
         return Person("", "")
-    name, addr = email.utils.parseaddr(value)
+    value = value[:_MAX_ADDR_HEADER]
+    pairs = _parse_addresses([value])
+    name, addr = pairs[0] if pairs else ("", "")
     if not addr and "@" not in value:
         return Person(decode_header_value(value), "")
     return Person(decode_header_value(name).strip('"'), addr or value.strip())
@@ -151,7 +182,7 @@ def _person(value: str | None) -> Person:
 def _recipients(hdrs: _Headers) -> tuple[Person, ...]:
     values = hdrs.get_all("to") + hdrs.get_all("cc")
     out: list[Person] = []
-    for name, addr in email.utils.getaddresses(values):
+    for name, addr in _parse_addresses(values):
         if addr:
             out.append(Person(decode_header_value(name).strip('"'), addr))
     return tuple(out)
@@ -242,7 +273,10 @@ def _body_from(hdrs: _Headers, raw: bytes, body_start: int) -> str:
 def body_text(raw: bytes) -> str:
     """The decoded text body (text/plain and patch attachments). Never raises."""
     hdrs, start = _split_header_block(raw)
-    return _body_from(hdrs, raw, start)
+    try:
+        return _body_from(hdrs, raw, start)
+    except RecursionError:
+        return ""
 
 
 def _strip_prefix(path: str) -> str:
@@ -288,13 +322,22 @@ def find_diff(text: str) -> tuple[bool, tuple[str, ...]]:
 
 
 def _pw_id(value: str | None) -> int | None:
-    if value and value.strip().isdigit():
-        return int(value.strip())
+    v = (value or "").strip()
+    # ASCII digits only ("²".isdigit() is true) and bounded (int() refuses 4 300 digits).
+    if v.isascii() and v.isdigit() and len(v) <= 18:
+        return int(v)
     return None
 
 
 def parse_mail(raw: bytes) -> Patch:
     """Parse *raw* into a Patch; raise MalformedMail (one-line reason) if it is no mail."""
+    try:
+        return _parse_mail(raw)
+    except RecursionError as e:  # 1 200 nested multiparts overflowed the stdlib's parser
+        raise MalformedMail("too deeply nested (MIME parts or addresses)") from e
+
+
+def _parse_mail(raw: bytes) -> Patch:
     if not raw.strip():
         raise MalformedMail("empty mail")
     hdrs, body_start = _split_header_block(raw)

@@ -1,6 +1,6 @@
 """A fake Patchwork v3.2.1 server: real HTTP on 127.0.0.1, quirks included.
 
-Behaviour follows /work/shared/reference/patchwork-api.md (observed on a real server):
+Behaviour follows the steering repository's shared/reference/patchwork-api.md (observed on a real server):
 unversioned `/api/` root, `Link` pagination with absolute URLs, events newest-first with
 naive server-local dates, `200 []` for invalid filter values, HTTP 500 for a time-zone
 suffix in `since`/`before`, slug-only check contexts and maintainer-only check posting.
