@@ -5,7 +5,7 @@
 set -euo pipefail
 what=${1:-test}
 
-pkgs_demo=(git gcc make perl xz-utils linux-source-6.1)
+pkgs_demo=(git gcc make perl xz-utils linux-source-6.1 bubblewrap)
 pkgs_test=("${pkgs_demo[@]}" postgresql chromium)
 
 declare -A probe=(
@@ -17,6 +17,7 @@ declare -A probe=(
   [chromium]="command -v chromium"
   [postgresql]="ls /usr/lib/postgresql/*/bin/initdb"
   [linux-source-6.1]="ls /usr/src/linux-source-6.1.tar.xz"
+  [bubblewrap]="command -v bwrap"
 )
 
 case $what in

@@ -26,9 +26,13 @@ _DIAG = re.compile(
     r"(?P<sev>fatal error|error|warning|note|remark)\s*:\s*(?P<msg>(?:.*\S)?)\s*$"
 )
 # sparse continuation: "file:line:col:    expected int" (no severity word)
-_SPARSE_CONT = re.compile(r"^(?P<file>[^\s:][^:]*?):(?P<line>\d{1,9}):(?:\d+:)?\s{2,}(?P<text>\S.*)$")
+_SPARSE_CONT = re.compile(
+    r"^(?P<file>[^\s:][^:]*?):(?P<line>\d{1,9}):(?:\d+:)?\s{2,}(?P<text>\S.*)$"
+)
 # "tool: error: text" / "vmlinux.o: warning: objtool: ..." (no line number)
-_TOOL = re.compile(r"^(?P<who>[^\s:]+):\s+(?P<sev>fatal error|error|warning):\s*(?P<msg>(?:.*\S)?)\s*$")
+_TOOL = re.compile(
+    r"^(?P<who>[^\s:]+):\s+(?P<sev>fatal error|error|warning):\s*(?P<msg>(?:.*\S)?)\s*$"
+)
 _FUNC = re.compile(
     r"^(?P<file>[^\s:][^:]*?): In (?:static |member |)(?:function|constructor|destructor)"
     r" [‘'`](?P<fn>[^’']+)[’']:\s*$"
@@ -41,10 +45,14 @@ _LD_REF = re.compile(
 )
 _LD_INFUNC = re.compile(r"^\S*ld(?:\.\w+)?:\s+\S+: in function [`'].*[`']:\s*$")
 # ld.lld: "ld.lld: error: undefined symbol: foo"
-_LLD = re.compile(r"^(?P<tool>\S*ld\.lld|\S*ld):\s+(?P<sev>error|warning):\s*(?P<msg>(?:.*\S)?)\s*$")
+_LLD = re.compile(
+    r"^(?P<tool>\S*ld\.lld|\S*ld):\s+(?P<sev>error|warning):\s*(?P<msg>(?:.*\S)?)\s*$"
+)
 _LLD_REF = re.compile(r"^>>> ")
 _MAKE = re.compile(r"^(?P<tool>g?make(?:\[\d+\])?): \*\*\* (?P<msg>(?:.*\S)?)\s*$")
-_MAKE_TARGET = re.compile(r"^\[(?P<mk>[^:\]]+):(?P<line>\d{1,9}): (?P<target>[^\]]+)\] (?P<rest>.*)$")
+_MAKE_TARGET = re.compile(
+    r"^\[(?P<mk>[^:\]]+):(?P<line>\d{1,9}): (?P<target>[^\]]+)\] (?P<rest>.*)$"
+)
 _MAKE_DIR = re.compile(
     r"^g?make(?:\[\d+\])?: (?P<what>Entering|Leaving) directory [`'‘](?P<dir>[^'’]+)['’]"
 )

@@ -22,9 +22,7 @@ LEVELS = ("ERROR", "WARNING", "CHECK")
 MAX_DESCRIPTION = 250  # Patchwork shows one short line
 
 # The text is stripped in code: a lazy `.*?` before `\s*$` is quadratic on long blanks.
-_HEADER = re.compile(
-    r"^(?P<level>ERROR|WARNING|CHECK):(?:(?P<type>[A-Z][A-Z0-9_]*):)?(?P<text>.*)"
-)
+_HEADER = re.compile(r"^(?P<level>ERROR|WARNING|CHECK):(?:(?P<type>[A-Z][A-Z0-9_]*):)?(?P<text>.*)")
 _TERSE = re.compile(
     r"^(?P<file>[^\s:][^:]*?):(?P<line>\d{1,9}):\s+(?P<level>ERROR|WARNING|CHECK):"
     r"(?:(?P<type>[A-Z][A-Z0-9_]*):)?(?P<text>.*)"

@@ -66,6 +66,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     )
     for t in s.trees:
         print(f"  tree {t.name}: tags {', '.join(t.tags) or t.name}; checks {', '.join(t.checks)}")
+    from patchci.sandbox import describe
+
+    print(f"  sandbox: {describe(s.untrusted())}")
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ from patchci.model import Tree
 
 if TYPE_CHECKING:
     from patchci.brancher import StreamConfig
+    from patchci.sandbox import Sandbox
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 DEFAULT_CHECKS = ("signed_off_by", "fixes_tag", "series_format")
@@ -132,6 +133,18 @@ class WebConfig(_Model):
     page_size: Annotated[int, Field(ge=1, le=500)] = 50
 
 
+class SandboxConfig(_Model):
+    """`[sandbox]`: how patch code (builds, the patched tree's scripts, tests) runs."""
+
+    # "auto": bubblewrap when installed, else the minimal environment alone (said at start).
+    isolate: Literal["auto", "bwrap", "env"] = "auto"
+    # Variables of our environment patch code may see besides the minimal set.
+    pass_env: tuple[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], ...] = ()
+    # More paths hidden from it (the data directory and the config file always are).
+    hide: tuple[str, ...] = ()
+    network: bool = False
+
+
 class Settings(_Model):
     data_dir: str = "~/.local/share/patchci"
     database_url: str | None = None
@@ -142,6 +155,9 @@ class Settings(_Model):
     report: ReportConfig = ReportConfig()
     streams: tuple[StreamSettings, ...] = ()
     web: WebConfig = WebConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    # Set by load_settings: the file these settings came from (hidden from patch code).
+    config_path: str | None = None
 
     @field_validator("trees")
     @classmethod
@@ -208,6 +224,26 @@ class Settings(_Model):
             )
             for t in self.trees
         )
+
+    def untrusted(self) -> Sandbox:
+        """The sandbox patch code runs in, from `[sandbox]`."""
+        from patchci.sandbox import Sandbox, find_bwrap
+
+        cfg = self.sandbox
+        bwrap = None if cfg.isolate == "env" else find_bwrap()
+        if bwrap is None and cfg.isolate == "bwrap":
+            raise ConfigError("sandbox.isolate: 'bwrap' but bubblewrap is not installed "
+                              "(apt-get install bubblewrap)")  # fmt: skip
+        hide = [self.data_path, *(Path(os.path.expanduser(h)).resolve() for h in cfg.hide)]
+        if self.config_path:
+            hide.append(Path(self.config_path).resolve())
+        if self.db_url.startswith("sqlite:///"):
+            db = Path(self.db_url.removeprefix("sqlite:///")).resolve()
+            hide += [db, *(db.with_name(db.name + x) for x in ("-wal", "-shm", "-journal"))]
+        return Sandbox(
+            hide=tuple(dict.fromkeys(hide)), pass_env=cfg.pass_env, bwrap=bwrap,
+            network=cfg.network,
+        )  # fmt: skip
 
     def tree(self, name: str) -> TreeConfig:
         for t in self.trees:
@@ -290,9 +326,8 @@ def load_settings(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from e
-    return build_settings(
-        _resolve_relative(data, p.parent.resolve()), env=env, overrides=overrides, origin=str(p)
-    )
+    data = {**_resolve_relative(data, p.parent.resolve()), "config_path": str(p.resolve())}
+    return build_settings(data, env=env, overrides=overrides, origin=str(p))
 
 
 def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from patchci.report.contest import (
 from patchci.report.contest import summarise as summarise_runs
 from patchci.report.deliver import DeliveryStats, deliver_posts
 from patchci.report.patchwork import CheckPost
+from patchci.sandbox import Sandbox
 from patchci.sources.patchwork import PatchworkClient
 
 log = logging.getLogger(__name__)
@@ -285,10 +286,10 @@ def configured_streams(settings: Settings) -> tuple[StreamSettings, ...]:
     return settings.streams
 
 
-def executor_for(ss: StreamSettings) -> LocalExecutor:
+def executor_for(ss: StreamSettings, sandbox: Sandbox | None = None) -> LocalExecutor:
     return LocalExecutor(
         f"local-{ss.name}", ss.build_command or None, retries=ss.retries, jobs=ss.jobs,
-        timeout=ss.test_timeout, env=ss.env,
+        timeout=ss.test_timeout, env=ss.env, sandbox=sandbox,
     )  # fmt: skip
 
 
@@ -302,7 +303,7 @@ def _cut_stream(
     tests = selftest_specs(path, stream.base_branch, ss.tests_dir, ss.test_timeout)
     return cut_and_run(
         store, results, tree_path=path, tree=tree.name, stream=stream,
-        executor=executor_for(ss), tests=tests, now=now, work_dir=settings.data_path / "contest",
+        executor=executor_for(ss, settings.untrusted()), tests=tests, now=now, work_dir=settings.data_path / "contest",
     )  # fmt: skip
 
 

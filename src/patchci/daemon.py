@@ -380,7 +380,8 @@ def process_series(store: Store, settings: Settings, series_id: int) -> list[Che
     series = store.load_series(series_id)
     log_dir = settings.data_path / "logs" / f"series-{series_id}" / f"job-{job}"
     try:
-        verdict = check_series(series, settings.model_trees(), checks_for_tree(settings), log_dir)
+        verdict = check_series(series, settings.model_trees(), checks_for_tree(settings), log_dir,
+                               sandbox=settings.untrusted())  # fmt: skip
     except PatchError as e:  # the patch's fault: a result to report, not an error of ours
         log.warning("series %s job %s: the patch's fault: %s", series_id, job, e)
         store.add_results(job, series_id, [CheckResult("series", Outcome.FAIL, str(e))])
@@ -508,6 +509,10 @@ def run_cycle(
 
 
 def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> int:
+    from patchci.sandbox import describe
+
+    sandbox = settings.untrusted()
+    (log.info if sandbox.isolated else log.warning)("%s", describe(sandbox))
     store = open_store(settings)
     clients = {s.name: make_client(s) for s in settings.sources if isinstance(s, PatchworkSource)}
     if source and source not in {s.name for s in settings.sources}:

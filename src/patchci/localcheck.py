@@ -14,7 +14,7 @@ from rich.console import Console
 
 from patchci.checks.base import Check
 from patchci.checks.registry import make_check
-from patchci.config import DEFAULT_CHECKS, Settings, load_settings
+from patchci.config import DEFAULT_CHECKS, Settings, build_settings, load_settings
 from patchci.errors import ConfigError
 from patchci.git import Git
 from patchci.model import Outcome, Tree
@@ -66,6 +66,8 @@ def run_local_check(args: argparse.Namespace) -> int:
         console.print(plain(f"no patch series found in {args.path}"), style="red")
         return 2
     logs = Path(args.logs).resolve() if args.logs else Path(tempfile.mkdtemp(prefix="patchci-"))
+    # The patches' code runs sandboxed here too: a local mbox is as untrusted as a list's.
+    sandbox = (settings or build_settings({}, env={})).untrusted()
     worst_seen: set[Outcome] = set()
     for n, series in enumerate(ingested.series, 1):
         if not series.complete:
@@ -82,8 +84,9 @@ def run_local_check(args: argparse.Namespace) -> int:
                 status.update(plain(f"{label}: {msg}"))
 
             verdict = check_series(
-                series, [tree], lambda _t: checks, logs / f"series-{n}", progress=show
-            )
+                series, [tree], lambda _t: checks, logs / f"series-{n}", progress=show,
+                sandbox=sandbox,
+            )  # fmt: skip
         console.print(
             results_table(
                 f"{series.name} (v{series.version}, {len(series.patches)} patches)",

@@ -18,6 +18,7 @@ from patchci.errors import InfraError
 from patchci.git import Git
 from patchci.model import CheckResult, Outcome, Scope, Series, Tree
 from patchci.routing import Route, route_series
+from patchci.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def check_series(
     log_dir: Path,
     *,
     progress: Progress | None = None,
+    sandbox: Sandbox | None = None,
 ) -> SeriesVerdict:
     """Route, apply and check *series*. Never raises for the patch's faults; InfraError
     from setting up a worktree becomes an `apply` ERROR result."""
@@ -95,6 +97,7 @@ def check_series(
                     applied.commits if ok else (),
                     log_dir,
                     say,
+                    sandbox,
                 )
             )
     except InfraError as e:
@@ -115,13 +118,15 @@ def _run_checks(
     commits: tuple[str, ...],
     log_dir: Path,
     say: Progress,
+    sandbox: Sandbox | None = None,
 ) -> list[CheckResult]:
     """Patch-major: check out each applied patch once and run every patch check on it."""
     out: list[CheckResult] = []
     git = Git(worktree)
 
     def ctx(idx: int | None) -> CheckContext:
-        return CheckContext(series, tree, worktree, base, commits, idx, {}, log_dir)
+        return CheckContext(series, tree, worktree, base, commits, idx, {}, log_dir,
+                            sandbox=sandbox)  # fmt: skip
 
     runnable = [c for c in checks if commits or not c.needs_apply]
     patch_checks = [c for c in runnable if c.scope is Scope.PATCH]

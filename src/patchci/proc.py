@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchci.errors import CommandFailed, CommandTimeout, InfraError, ToolMissing
+from patchci.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,34 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _prepare(
+    args: list[str],
+    cwd: str | Path | None,
+    env: Mapping[str, str] | None,
+    sandbox: Sandbox | None,
+    writable: Sequence[Path],
+    readable: Sequence[Path],
+) -> tuple[dict[str, str], list[str]]:
+    """The environment and argv to start: ours, or the sandbox's for untrusted code."""
+    if sandbox is None:
+        return base_env(env), args
+    where = Path(cwd) if cwd is not None else None
+    if where is not None and not where.is_dir():
+        raise InfraError(f"working directory does not exist: {cwd}")
+    sb_env = sandbox.environment(env, where)
+    # bwrap only says "execvp: No such file" with exit 1: find the program first.
+    prog = args[0]
+    found = (
+        (where / prog if where is not None else Path(prog)).exists()
+        if "/" in prog
+        else shutil.which(prog, path=sb_env.get("PATH")) is not None
+    )
+    if not found:
+        raise ToolMissing(prog)
+    wrapped = sandbox.argv(args, sb_env, cwd=where, writable=writable, readable=readable)
+    return sb_env, wrapped
+
+
 def which(tool: str) -> str | None:
     return shutil.which(tool)
 
@@ -87,22 +116,27 @@ def run(
     check: bool = False,
     log_path: str | Path | None = None,
     pass_fds: Sequence[int] = (),
+    sandbox: Sandbox | None = None,
+    writable: Sequence[Path] = (),
+    readable: Sequence[Path] = (),
 ) -> Completed:
     """Run *argv* and return its output; raise CommandTimeout when it outlives *timeout*.
 
-    *env* is added to a C-locale copy of our environment. With *log_path*, the command
-    line and its whole output are written there too.
+    *env* is added to a C-locale copy of our environment, or with a *sandbox* (untrusted
+    code) to a minimal one, *writable*/*readable* naming what the command may see. With
+    *log_path*, the command line and its whole output are written there too.
     """
     args = [str(a) for a in argv]
     if not args:
         raise ValueError("empty argv")
     log.debug("$ %s%s", shlex.join(args), f"  (cwd={cwd})" if cwd else "")
+    full_env, popen_args = _prepare(args, cwd, env, sandbox, writable, readable)
     start = time.monotonic()
     try:
         p = subprocess.Popen(
-            args,
+            popen_args,
             cwd=cwd,
-            env=base_env(env),
+            env=full_env,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -144,18 +178,23 @@ def stream(
     timeout: float | None = DEFAULT_TIMEOUT,
     env: Mapping[str, str] | None = None,
     log_path: str | Path | None = None,
+    sandbox: Sandbox | None = None,
+    writable: Sequence[Path] = (),
+    readable: Sequence[Path] = (),
 ) -> int:
     """Run *argv* with stderr merged into stdout, feeding each line to *on_line* as it comes
-    and teeing it to *log_path*. Returns the exit code; raises CommandTimeout."""
+    and teeing it to *log_path*. Returns the exit code; raises CommandTimeout. *sandbox*,
+    *writable* and *readable* as for run()."""
     import selectors
 
     args = [str(a) for a in argv]
     log.debug("$ %s", shlex.join(args))
+    full_env, popen_args = _prepare(args, cwd, env, sandbox, writable, readable)
     try:
         p = subprocess.Popen(
-            args,
+            popen_args,
             cwd=cwd,
-            env=base_env(env),
+            env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

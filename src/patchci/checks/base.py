@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from patchci import proc
 from patchci.errors import CommandTimeout, InfraError, ToolMissing
 from patchci.model import CheckResult, Outcome, Patch, Scope, Series, Tree
+from patchci.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class CheckContext:
     options: Mapping[str, Any]
     log_dir: Path
     deadline: float = field(default_factory=lambda: time.monotonic() + 600)
+    # Where the commands of a check run: they run the patched tree's code (its Makefile,
+    # its scripts). None: our own environment (tests of the checks alone).
+    sandbox: Sandbox | None = None
 
     @property
     def patch(self) -> Patch | None:
@@ -79,9 +83,28 @@ class CheckContext:
         env: Mapping[str, str] | None = None,
         input: bytes | None = None,
         timeout: float | None = None,
+        writable: Sequence[Path] = (),
     ) -> proc.Completed:
+        """Run a command of the check, in the sandbox: it sees the worktree (and the
+        repository's objects), the check's log directory and *writable*."""
         budget = self.remaining() if timeout is None else min(timeout, self.remaining())
-        return proc.run(argv, cwd=cwd or self.worktree, env=env, input=input, timeout=budget)
+        return proc.run(
+            argv, cwd=cwd or self.worktree, env=env, input=input, timeout=budget,
+            sandbox=self.sandbox, writable=(self.worktree, self.log_dir, *writable),
+            readable=self._git_dirs(),
+        )  # fmt: skip
+
+    def _git_dirs(self) -> tuple[Path, ...]:
+        """The repository a worktree's .git file points to (its objects, read-only)."""
+        dot = self.worktree / ".git"
+        if not dot.is_file():
+            return ()
+        text = dot.read_text(errors="replace").strip()
+        if not text.startswith("gitdir:"):
+            return ()
+        gitdir = (self.worktree / text.removeprefix("gitdir:").strip()).resolve()
+        common = gitdir.parent.parent if gitdir.parent.name == "worktrees" else gitdir
+        return (common,)
 
 
 class Check:

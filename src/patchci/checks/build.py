@@ -272,7 +272,8 @@ class _BuildJob:
         self.bd.src.mkdir(parents=True, exist_ok=True)
         argv = [*GIT_PREFIX, f"--git-dir={self.git_dir}", f"--work-tree={self.bd.src}",
                 "read-tree", "--reset", "-u", commit]  # fmt: skip
-        res = self.ctx.run(argv, cwd=self.bd.src, env={"GIT_INDEX_FILE": str(self.bd.index)})
+        res = self.ctx.run(argv, cwd=self.bd.src, env={"GIT_INDEX_FILE": str(self.bd.index)},
+                           writable=(self.bd.path,))  # fmt: skip
         if not res.ok:
             raise InfraError(f"cannot check out {commit[:12]} in {self.bd.src}: {res.output}")
 
@@ -290,7 +291,12 @@ class _BuildJob:
 
     def invoke(self, argv: Sequence[str], label: str) -> tuple[int, str]:
         t0 = time.monotonic()
-        res = self.ctx.run(argv, cwd=self.bd.src, env=dict(self.spec.env))
+        # HOME in the build directory: ccache and friends keep their state there, not in
+        # the source mirror (the sandbox's default HOME is the cwd).
+        home = self.bd.path / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {"HOME": str(home), **dict(self.spec.env)}
+        res = self.ctx.run(argv, cwd=self.bd.src, env=env, writable=(self.bd.path,))
         self.say(f"{label}: exit {res.returncode} in {time.monotonic() - t0:.1f}s")
         return res.returncode, res.output
 

@@ -42,6 +42,7 @@ from patchci.executor.base import (
     test_root,
 )
 from patchci.model import Outcome, worst
+from patchci.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class LocalExecutor:
         env: Mapping[str, str] | None = None,
         crash_config: CrashConfig = DEFAULT_CONFIG,
         clock: Callable[[], datetime] = now,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.name = name
         self.build_command = tuple(build_command) if build_command else None
@@ -120,6 +122,7 @@ class LocalExecutor:
         self.env = dict(env) if env else None
         self.crash_config = crash_config
         self.clock = clock
+        self.sandbox = sandbox  # the branch's build and tests are patch code
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -168,7 +171,7 @@ class LocalExecutor:
         try:
             rc = proc.stream(
                 argv, keep, cwd=worktree, timeout=self.build_timeout, env=self.env,
-                log_path=out_dir / BUILD_LOG,
+                log_path=out_dir / BUILD_LOG, sandbox=self.sandbox, writable=(worktree, out_dir),
             )  # fmt: skip
         except CommandTimeout:
             return f"build of {branch} timed out after {self.build_timeout:g}s"
@@ -220,7 +223,8 @@ class LocalExecutor:
         try:
             rc = proc.stream(
                 spec.argv, on_line, cwd=self._cwd(spec, worktree), timeout=timeout,
-                env=self.env, log_path=log_path,
+                env=self.env, log_path=log_path, sandbox=self.sandbox,
+                writable=(worktree, log_path.parent),
             )  # fmt: skip
         except CommandTimeout:
             rc, note = None, f"killed after {timeout:g}s"

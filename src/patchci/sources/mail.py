@@ -163,7 +163,7 @@ _MAX_ADDR_HEADER = 1000
 
 def _parse_addresses(values: list[str]) -> list[tuple[str, str]]:
     try:
-        return email.utils.getaddresses([v[:_MAX_ADDR_HEADER * 8] for v in values])
+        return email.utils.getaddresses([v[: _MAX_ADDR_HEADER * 8] for v in values])
     except (RecursionError, ValueError, IndexError):
         return [("", a) for v in values for a in re.findall(r"[^\s<>,;:\"]+@[^\s<>,;:\"]+", v)]
 
