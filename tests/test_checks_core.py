@@ -337,13 +337,34 @@ def test_series_format_tree_tag(tmp_path: Path) -> None:
     assert _format(tmp_path, make_series(["[PATCH wifi] x"]), tagged_tree).outcome is Outcome.PASS
 
 
-def test_series_format_uses_routing_decision(tmp_path: Path) -> None:
-    series = make_series(["[PATCH] x: one"])
-    guessed = Route("net", "Guessed tree name to be net (paths)", "paths", True)
-    result = _format(tmp_path, series, route=guessed)
-    assert result.outcome is Outcome.WARN and "Guessed tree name to be net" in result.description
+def test_series_format_gets_the_routing_decision_through_check_series(
+    repo: Git, tmp_path: Path
+) -> None:
+    """series_format never received the routing decision: the pipeline put it in
+    ctx.options while the check read its own options, and this test passed the route as a
+    check option, so it passed while the real path said "Target tree name not specified"
+    for a series routed by its paths instead of "Guessed tree name"."""
+    from patchci.pipeline import check_series
+
+    base = repo.rev_parse("HEAD")
+    assert base
+    commit_file(repo, "net/core/dev.c", "int dev;\n", "net: add dev\n\nSigned-off-by: J <j@x>")
+    mails = format_patches(repo, f"{base}..HEAD")  # "[PATCH] net: add dev": no tree tag
+    repo.run("reset", "--quiet", "--hard", base)
+    trees = [Tree("net", str(repo.repo), branch="main", tags=("net",), paths=("net/",))]
+    checks = [make_check("series_format")]
+
+    verdict = check_series(series_from_mails(mails), trees, lambda _t: checks, tmp_path / "l")
+
+    fmt = next(r for r in verdict.results if r.check == "series_format")
+    assert verdict.route.guessed and verdict.route.tree == "net"
+    assert fmt.outcome is Outcome.WARN
+    assert fmt.description.startswith("Target tree name not specified in the subject (Guessed")
+    tagged = make_series(["[PATCH net] x"])
     clear = Route("net", "Clearly marked for net", "tags", False)
-    assert _format(tmp_path, make_series(["[PATCH net] x"]), route=clear).outcome is Outcome.PASS
+    ctx = CheckContext(tagged, trees[0], tmp_path, "0" * 40, (), None, {}, tmp_path / "l2",
+                       route=clear)  # fmt: skip
+    assert run_check(make_check("series_format"), ctx).outcome is Outcome.PASS
 
 
 def test_series_format_numbering(tmp_path: Path) -> None:

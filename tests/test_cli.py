@@ -61,10 +61,72 @@ def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "trees.0.branhc: unknown key" in err
     assert err.count("\n") == 1
+    repo = tmp_path / "net"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
     good = tmp_path / "good.toml"
-    good.write_text('[[trees]]\nname = "net"\npath = "/x"\n')
+    good.write_text(f'[[trees]]\nname = "net"\npath = "{repo}"\n')
     assert main(["config", "check", str(good)]) == 0
-    assert "1 tree(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 tree(s)" in out and "sandbox:" in out
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('[[trees]]\nname = "net"\npath = "{tmp}/nope"\n', "trees.net.path: {tmp}/nope does not exist"),
+        ('[[trees]]\nname = "net"\npath = "{tmp}"\n', "trees.net.path: {tmp} is not a git tree"),
+        ('[[sources]]\nname = "m"\ntype = "mbox"\npath = "{tmp}/in.mbox"\n',
+         "sources.m.path: {tmp}/in.mbox does not exist"),
+    ],
+)  # fmt: skip
+def test_config_check_looks_at_the_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, error: str
+) -> None:
+    """`config check` said ok to a missing tree path, a non-git directory and a missing
+    mbox; ingest then stored every series as done with an error."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(body.format(tmp=tmp_path))
+    assert main(["config", "check", str(cfg)]) == 2
+    assert error.format(tmp=tmp_path) in capsys.readouterr().err
+    if "trees" in body:
+        assert main(["-c", str(cfg), "ingest", "--once"]) == 2
+        assert error.format(tmp=tmp_path) in capsys.readouterr().err
+        assert not (tmp_path / "patchci.db").exists()
+
+
+def test_series_that_does_not_exist_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`patchci series 999` printed a traceback (exit 1)."""
+    data = tmp_path / "data"
+    assert main(["--data-dir", str(data), "db", "upgrade"]) == 0
+    assert main(["--data-dir", str(data), "series", "999"]) == 2
+    err = capsys.readouterr().err
+    assert "series 999 is not in the database" in err and "Traceback" not in err
+
+
+def test_serve_on_a_taken_port_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`serve` exited 3 (uvicorn's own code) when the port was taken."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc = main(["--data-dir", str(tmp_path), "serve", "--port", str(port)])
+    assert rc == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_contest_without_branches_names_a_command_that_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`contest` suggested `patchci branch-now`, which does not exist."""
+    main(["--data-dir", str(tmp_path), "contest"])
+    out = capsys.readouterr().out
+    assert "patchci branch --now" in out and "branch-now" not in out
+    parser = build_parser()
+    parser.parse_args(["branch", "--now"])  # the suggested command parses
 
 
 @pytest.mark.parametrize("module", ["patchci.cli", "patchci"])

@@ -40,3 +40,30 @@ def test_demo_rerun_with_keep_reuses_directory(tmp_path: Path) -> None:
     marker.write_text("x")
     assert run_demo(root) == 0  # fresh: wiped
     assert not marker.exists()
+
+
+def test_demo_never_deletes_a_directory_it_did_not_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`patchci demo --dir DIR` deleted DIR and everything in it without asking: a user's
+    file was gone."""
+    from patchci.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("three years of work")
+
+    assert main(["demo", "--dir", str(mine)]) == 2
+
+    assert (mine / "thesis.tex").read_text() == "three years of work"
+    assert "not made by `patchci demo`" in capsys.readouterr().err
+
+
+def test_demo_keep_runs_again_on_its_own_directory(tmp_path: Path) -> None:
+    """`demo --keep` failed with "a branch named 'net' already exists"."""
+    from patchci.cli import main
+
+    root = tmp_path / "demo"
+    assert run_demo(root) == 0
+    assert main(["demo", "--dir", str(root), "--keep"]) == 0
+    assert (root / "patchci.db").exists()

@@ -116,6 +116,28 @@ def test_hostile_values_are_shown_as_text(client: TestClient, hostile: Hostile) 
     assert status.count("&#34;&gt;&lt;img src=x onerror=alert(1)&gt;") >= 3  # job, delivery, check
 
 
+def test_bidi_controls_in_user_text_reach_no_page(client: TestClient, hostile: Hostile) -> None:
+    """A U+202E (right-to-left override) in an author name reversed the rest of the line
+    on the web pages (date, e-mail, link labels)."""
+    for url in pages(hostile):
+        text = client.get(url).text
+        assert "\u202e" not in text and "\u2066" not in text, url
+    assert "evil" in client.get(f"/series/{hostile.series_id}").text
+
+
+def test_bidi_controls_reach_no_console_table() -> None:
+    from rich.console import Console
+
+    from patchci.model import CheckResult, Outcome
+    from patchci.report.console import results_table
+
+    console = Console(record=True, width=120)
+    r = CheckResult("signed_off_by", Outcome.FAIL, "no sign-off by Eve \u202elive")
+    console.print(results_table("x \u202ey", [r], 1))
+    out = console.export_text()
+    assert "\u202e" not in out and "Eve live" in out
+
+
 def test_javascript_urls_are_not_linked(client: TestClient, hostile: Hostile) -> None:
     page = client.get(f"/series/{hostile.series_id}").text
     assert 'id="pw-link"' not in page and "javascript:" not in page.replace(

@@ -107,7 +107,8 @@ class Hostile:
 
 
 def add_hostile_series(store: Store) -> int:
-    who = Person('Eve "<b>bold</b>"', "eve@example.com<svg onload=alert(1)>")
+    # U+202E (right-to-left override) in the name reversed the rest of the line.
+    who = Person('Eve "<b>bold</b>" \u202eevil\u2066', "eve@example.com<svg onload=alert(1)>")
     patch = Patch(
         msgid="<x'\"><script>alert(2)</script>@example.com>",
         subject=XSS_SUBJECT,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from patchci import __version__
-from patchci.errors import ConfigError, InfraError, PatchciError
+from patchci.errors import ConfigError, InfraError, NotFound, PatchciError
 
 if TYPE_CHECKING:
     from patchci.config import Settings
@@ -57,9 +57,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from patchci.config import load_settings
+    from patchci.config import load_settings, path_problems
 
     s = load_settings(args.file)
+    problems = path_problems(s)
+    for line in problems:
+        print(f"patchci: configuration error: {args.file}: {line}", file=sys.stderr)
+    if problems:
+        return EXIT_INFRA
     print(
         f"{args.file}: ok — {len(s.sources)} source(s), {len(s.trees)} tree(s), "
         f"database {s.db_url.split('://', 1)[0]}"
@@ -289,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INFRA
     except InfraError as e:
         print(f"patchci: infrastructure error: {e}", file=sys.stderr)
+        return EXIT_INFRA
+    except NotFound as e:
+        print(f"patchci: {e}", file=sys.stderr)
         return EXIT_INFRA
     except PatchciError as e:
         print(f"patchci: {e}", file=sys.stderr)

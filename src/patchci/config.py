@@ -259,6 +259,26 @@ class Settings(_Model):
         return cc.kind or name, dict(cc.options), cc.timeout
 
 
+def path_problems(settings: Settings) -> list[str]:
+    """What the file system says is wrong with *settings*, one line per key: a tree `path`
+    that is missing or not a git tree, a mail source `path` that is missing. `config check`
+    prints them and `ingest` refuses to start on them: a missing tree once stored every
+    series as done with an error, never checked again once the path was fixed."""
+    out: list[str] = []
+    for t in settings.trees:
+        if not t.path:
+            continue
+        p = settings.tree_path(t)
+        if not p.is_dir():
+            out.append(f"trees.{t.name}.path: {p} does not exist")
+        elif not ((p / ".git").exists() or (p / "HEAD").is_file() and (p / "objects").is_dir()):
+            out.append(f"trees.{t.name}.path: {p} is not a git tree (no .git)")
+    for src in settings.sources:
+        if isinstance(src, MailSource) and not Path(src.path).expanduser().exists():
+            out.append(f"sources.{src.name}.path: {src.path} does not exist")
+    return out
+
+
 def _unique(names: list[str], what: str) -> None:
     seen: set[str] = set()
     for n in names:

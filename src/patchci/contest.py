@@ -526,7 +526,7 @@ def _open(settings: Settings) -> tuple[Store, ResultsStore]:
 
 
 def cmd_branch_now(settings: Settings, stream_name: str | None = None) -> int:
-    """`patchci branch-now [STREAM]`: cut, test and store a branch of each stream now."""
+    """`patchci branch --now [STREAM]`: cut, test and store a branch of each stream now."""
     console = Console()
     store, results = _open(settings)
     try:
@@ -604,7 +604,7 @@ def cmd_contest_show(settings: Settings, branch: str | None = None) -> int:
     try:
         name = branch or _latest_branch(settings, results)
         if name is None:
-            console.print("no branch with results yet (run `patchci branch-now`)")
+            console.print("no branch with results yet (run `patchci branch --now`)")
             return 2
         summary = _show(store, results, name, console)
     except NotFound as e:

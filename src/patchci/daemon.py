@@ -25,7 +25,7 @@ from patchci.config import MailSource, PatchworkSource, Settings
 from patchci.contest import cut_due
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
-from patchci.errors import FetchError, InfraError, PatchError
+from patchci.errors import ConfigError, FetchError, InfraError, PatchError
 from patchci.model import (
     CHECKED,
     DONE,
@@ -509,15 +509,18 @@ def run_cycle(
 
 
 def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> int:
+    from patchci.config import path_problems
     from patchci.sandbox import describe
+
+    problems = path_problems(settings)
+    if problems:  # checking against a missing tree would mark every series done, wrongly
+        raise ConfigError("; ".join(problems))
 
     sandbox = settings.untrusted()
     (log.info if sandbox.isolated else log.warning)("%s", describe(sandbox))
     store = open_store(settings)
     clients = {s.name: make_client(s) for s in settings.sources if isinstance(s, PatchworkSource)}
     if source and source not in {s.name for s in settings.sources}:
-        from patchci.errors import ConfigError
-
         raise ConfigError(f"--source: no source named {source!r}")
     stop = threading.Event()
 

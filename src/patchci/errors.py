@@ -58,3 +58,7 @@ class ApplyFailed(PatchError):
         self.subject = subject
         self.output = output
         super().__init__(f"patch {patch_index + 1} does not apply: {subject}")
+
+
+class NotFound(PatchciError, LookupError):
+    """A row asked for by id or name does not exist (a usage error: exit 2)."""

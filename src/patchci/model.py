@@ -106,6 +106,18 @@ class SubjectInfo:
         return self.number == 0
 
 
+# Bidirectional embedding, override and isolate controls: in user text (an author's name,
+# a subject) U+202E reversed the rest of the line on the web pages and in the console.
+_BIDI_CONTROLS = dict.fromkeys(
+    [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C], None
+)
+
+
+def strip_bidi(text: str) -> str:
+    """*text* without bidi controls, so user text cannot reorder what follows it."""
+    return text.translate(_BIDI_CONTROLS)
+
+
 # Series states, in the order a series normally moves through them. "malformed": a mail
 # of the series does not parse (the patch's fault, reported where the source can show it).
 NEW, INCOMPLETE, EXPIRED, CHECKED, REPORTED, DONE, ERROR, MALFORMED = (

@@ -126,7 +126,7 @@ def _run_checks(
 
     def ctx(idx: int | None) -> CheckContext:
         return CheckContext(series, tree, worktree, base, commits, idx, {}, log_dir,
-                            sandbox=sandbox)  # fmt: skip
+                            sandbox=sandbox, route=route)  # fmt: skip
 
     runnable = [c for c in checks if commits or not c.needs_apply]
     patch_checks = [c for c in runnable if c.scope is Scope.PATCH]
@@ -136,16 +136,10 @@ def _run_checks(
             git.run("checkout", "--quiet", "--detach", commit)
             for chk in patch_checks:
                 say(f"patch {idx + 1}/{len(commits)}: {chk.name}")
-                out.append(_run_one(chk, ctx(idx), route))
+                out.append(run_check(chk, ctx(idx)))
     if commits:
         git.run("checkout", "--quiet", "--detach", commits[-1])
     for chk in series_checks:
         say(f"series: {chk.name}")
-        out.append(_run_one(chk, ctx(None), route))
+        out.append(run_check(chk, ctx(None)))
     return out
-
-
-def _run_one(chk: Check, ctx: CheckContext, route: Route) -> CheckResult:
-    # series_format warns on a guessed route, as NIPA does, so it needs the decision.
-    ctx.options = {**chk.options, "route": route}
-    return run_check(chk, ctx)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from patchci import proc
 from patchci.errors import CommandTimeout, InfraError, ToolMissing
 from patchci.model import CheckResult, Outcome, Patch, Scope, Series, Tree
+from patchci.routing import Route
 from patchci.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class CheckContext:
     # Where the commands of a check run: they run the patched tree's code (its Makefile,
     # its scripts). None: our own environment (tests of the checks alone).
     sandbox: Sandbox | None = None
+    # The routing decision (series_format warns on a guessed tree, as NIPA does).
+    route: Route | None = None
 
     @property
     def patch(self) -> Patch | None:

@@ -3,9 +3,9 @@ subject_prefix into this one check).
 
 - 3 or more patches without a cover letter: warn;
 - more than `max_patches` (default 15) patches: fail;
-- no tree named in the subject (`require_tree_tag`, default true): warn. When the pipeline
-  passes its routing decision as the option `route` (a routing.Route), a guessed route is
-  what counts; otherwise the subject tags are matched against the tree's tags;
+- no tree named in the subject (`require_tree_tag`, default true): warn. The pipeline's
+  routing decision (`CheckContext.route`) counts when there is one: a guessed route warns;
+  without one the subject tags are matched against the tree's tags;
 - numbering that does not match the series (`[PATCH 2/5]` in a 3-patch series): warn.
 """
 
@@ -19,8 +19,8 @@ DEFAULT_MAX_PATCHES = 15
 COVER_LETTER_FROM = 3
 
 
-def _tree_tag_problem(series: Series, tree: Tree, route: object) -> str | None:
-    if isinstance(route, Route):
+def _tree_tag_problem(series: Series, tree: Tree, route: Route | None) -> str | None:
+    if route is not None:
         if route.guessed or route.tree is None:
             return f"Target tree name not specified in the subject ({route.reason})"
         return None
@@ -60,7 +60,7 @@ class SeriesFormat(Check):
         if n >= COVER_LETTER_FROM and series.cover is None:
             found.append((Outcome.WARN, f"Series has {n} patches but no cover letter"))
         if self.options.get("require_tree_tag", True):
-            problem = _tree_tag_problem(series, ctx.tree, self.options.get("route"))
+            problem = _tree_tag_problem(series, ctx.tree, ctx.route)
             if problem:
                 found.append((Outcome.WARN, problem))
         numbering = _numbering_problem(series)

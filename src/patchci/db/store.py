@@ -22,6 +22,7 @@ from sqlalchemy.sql import ColumnElement
 from patchci.db import tables as t
 from patchci.db.base import Database
 from patchci.db.tables import as_utc, utcnow
+from patchci.errors import NotFound
 from patchci.model import (
     EXPIRED,
     INCOMPLETE,
@@ -37,13 +38,11 @@ from patchci.subject import parse_subject
 
 log = logging.getLogger(__name__)
 
+__all__ = ["NotFound", "Store"]
+
 JOB_STATUSES = ("queued", "running", "done", "error")
 # "intent" is written just before a POST, so a crash between POST and "sent" is detectable.
 DELIVERY_STATUSES = ("intent", "sent", "failed")
-
-
-class NotFound(LookupError):
-    """The row asked for does not exist."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from patchci.demo.check_samples import build_check_samples
 from patchci.demo.series import Sample, build_samples, write_inbox
 from patchci.demo.tree import build_tree
 from patchci.devtools.pwemu import PatchworkEmulator
+from patchci.errors import ConfigError
 from patchci.model import CheckResult, Outcome, worst
 from patchci.report.console import outcome_text, plain
 
@@ -163,13 +164,31 @@ def _patchwork_table(emu: PatchworkEmulator, pw_ids: Sequence[int]) -> Table:
     return t
 
 
+MARKER = ".patchci-demo"  # written into every directory the demo made
+
+
+def _prepare_dir(root: Path, *, fresh: bool) -> None:
+    """Start from an empty *root*, deleting a previous demo's only: `demo --dir DIR` once
+    deleted a user's directory and everything in it."""
+    if root.exists() and any(root.iterdir()):
+        if not (root / MARKER).is_file():
+            raise ConfigError(
+                f"--dir {root}: exists and was not made by `patchci demo`; not deleting it "
+                "(choose another --dir, or empty it yourself)"
+            )
+        if fresh:
+            shutil.rmtree(root)
+        else:  # --keep: the database and logs stay; the sample tree is built anew
+            shutil.rmtree(root / "trees" / "demo", ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("made by patchci demo; `patchci demo` may delete this directory\n")
+
+
 def run_demo(root: Path, *, fresh: bool = True) -> int:
     # Wide enough for the grid even when piped (make demo | less).
     console = Console(width=None if sys.stdout.isatty() else 132)
     root = root.resolve()
-    if fresh and root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    _prepare_dir(root, fresh=fresh)
     console.rule("[bold]patchci demo")
     with console.status("building the sample tree (C sources, MAINTAINERS, KTAP selftests)"):
         git = build_tree(root / "trees" / "demo")

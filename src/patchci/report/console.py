@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
-from patchci.model import CheckResult, Outcome
+from patchci.model import CheckResult, Outcome, strip_bidi
 
 STYLE = {
     Outcome.PASS: "green",
@@ -28,8 +28,8 @@ def outcome_text(o: Outcome) -> Text:
 
 def plain(s: str) -> Text:
     """User-controlled text (subjects, names, descriptions) never goes through markup:
-    `[net-next,1/3]` is a subject prefix, not a style tag."""
-    return Text(s)
+    `[net-next,1/3]` is a subject prefix, not a style tag, and bidi controls are dropped."""
+    return Text(strip_bidi(s))
 
 
 def _scope(r: CheckResult, total: int) -> str:

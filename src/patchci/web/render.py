@@ -13,6 +13,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
+from patchci.model import strip_bidi
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
 # The navigation bar; a new page adds its entry here.
@@ -71,6 +73,14 @@ def matrix_cells(cells: list[str | None]) -> Markup:
     return Markup("".join(map(_cell, cells)))
 
 
+def _finalize(value: Any) -> Any:
+    """Every {{ value }} of a page: user text loses its bidi controls (U+202E in an author
+    name reversed the date, the e-mail and the link labels after it)."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return strip_bidi(value)
+    return value
+
+
 def make_templates() -> Jinja2Templates:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
@@ -78,6 +88,7 @@ def make_templates() -> Jinja2Templates:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_finalize,
     )
     env.filters.update(ts=fmt_time, age=fmt_age, dur=fmt_duration, cells=matrix_cells)
     env.globals["nav"] = NAV

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from patchci.config import Settings
 from patchci.db.migrate import upgrade
+from patchci.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+def _check_port(host: str, port: int) -> None:
+    """uvicorn logs a bind failure and exits 3: say what is wrong, as the CLI's exit 2."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host}: cannot resolve: {e}") from e
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {e.strerror or e} (another patchci serve? "
+                "choose another --port)"
+            ) from e
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> int:
@@ -21,6 +41,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> int:
     from patchci.web.app import create_app
 
     settings.data_path.mkdir(parents=True, exist_ok=True)
+    _check_port(host, port)
     upgrade(settings.db_url)
     app = create_app(settings)
     if host not in ("127.0.0.1", "::1", "localhost"):
