@@ -11,6 +11,7 @@ import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import patchci.daemon
 from patchci.checks.signed_off_by import SignedOffBy
 from patchci.daemon import open_store, report_pending
+from patchci.db.store import Store
 from patchci.devtools.pwemu import FakePatchwork
 from patchci.errors import InfraError
 from patchci.model import Outcome
@@ -82,6 +84,19 @@ def _kill_on_call(
 # ---------------------------------------------------------------- crashes and restarts
 
 
+def _later(store: Store) -> None:
+    """Time passes past the in-flight grace: the ledger's rows are an hour older."""
+    from sqlalchemy import select, update
+
+    from patchci.db import tables as t
+
+    dc = t.deliveries.c
+    with store.engine.begin() as conn:
+        for row in conn.execute(select(dc.id, dc.created_at)).all():
+            when = row.created_at - timedelta(hours=1)
+            conn.execute(update(t.deliveries).where(dc.id == row.id).values(created_at=when))
+
+
 def test_posts_that_failed_with_502_are_posted_after_a_restart(rig: Rig, demo: Demo) -> None:
     emu = rig.emu
     sid = emu.add_series_from_mbox(demo.samples[NET_FIX].mbox)
@@ -94,6 +109,9 @@ def test_posts_that_failed_with_502_are_posted_after_a_restart(rig: Rig, demo: D
     assert r.state(sid) == "checked"  # not reported yet: retried next cycle
 
     r = r.restart()
+    # A proxy's 502 may come after Patchwork stored the check: not asked again at once.
+    assert r.cycle()["posted"] == 0 and emu.checks == {}
+    _later(r.store)
     assert r.cycle()["posted"] == N
     assert r.state(sid) == "reported"
     _exactly_once(r, sid)
@@ -103,9 +121,12 @@ def test_killed_between_storing_results_and_reporting(
     rig: Rig, demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sid = rig.emu.add_series_from_mbox(demo.samples[CLEAN_3].mbox)
+    real = patchci.daemon.report_pending
 
-    def killed(*_a: object, **_k: object) -> None:
-        raise KeyboardInterrupt
+    def killed(*a: Any, **k: Any) -> Any:
+        if k.get("only") is not None:  # the post right after the series' checks
+            raise KeyboardInterrupt
+        return real(*a, **k)
 
     with monkeypatch.context() as m:
         m.setattr(patchci.daemon, "report_pending", killed)
@@ -136,6 +157,9 @@ def test_killed_in_the_middle_of_posting(
     assert len(emu.checks) == (4 if after_post else 3)
 
     r = rig.restart()
+    r.cycle()  # the 4th POST may still be in flight: left for later
+    assert len(emu.checks) == 3 * N - 1 + (1 if after_post else 0)
+    _later(r.store)
     r.cycle()
     _exactly_once(r, sid)
     assert len(emu.checks) == 3 * N
@@ -164,6 +188,7 @@ def test_500_after_the_check_was_stored_is_reconciled_not_reposted(rig: Rig, dem
 
     r = rig.restart()
     emu.clear_log()
+    _later(r.store)
     again = report_pending(r.store, r.settings, {SOURCE: r.client})
 
     assert (again.posted, again.reconciled, again.unchanged, again.failed) == (0, 1, N - 1, 0)
@@ -188,6 +213,8 @@ def test_proxy_error_after_the_check_was_stored_is_not_posted_twice(
     first = rig.cycle()
     assert first["posted"] == N - 1
     assert len(check_posts(emu)) == N  # one attempt each
+    assert report_pending(rig.store, rig.settings, {SOURCE: rig.client}).deferred == 1
+    _later(rig.store)  # past the in-flight grace: asked, found, not posted again
     second = report_pending(rig.store, rig.settings, {SOURCE: rig.client})
     assert (second.posted, second.reconciled) == (0, 1)
     _exactly_once(rig, sid)
@@ -199,6 +226,7 @@ def test_proxy_error_before_the_check_was_stored_is_posted_next_cycle(rig: Rig, 
     emu.fail_next(2, 503, method="POST")
     assert rig.cycle()["posted"] == N - 2
     assert rig.client.retries == 2  # GETs still retry
+    _later(rig.store)
     assert rig.cycle()["posted"] == 2
     _exactly_once(rig, sid)
 
@@ -217,8 +245,35 @@ def test_post_that_times_out_but_lands_is_not_posted_twice(rig: Rig, demo: Demo)
     assert len(emu.checks) == N
 
     assert r.cycle()["posted"] == 0
+    assert r.state(sid) == "checked"  # within the grace: the POST may still land
+    _later(r.store)
+    assert r.cycle()["posted"] == 0  # reconciled: it landed
     assert r.state(sid) == "reported"
     _exactly_once(r, sid)
+
+
+def test_a_restart_while_a_slow_post_is_in_flight_posts_no_duplicate(
+    rig: Rig, demo: Demo
+) -> None:
+    """A kill while a check POST was still being handled by a slow Patchwork gave a
+    duplicate: the restarted daemon reconciled before the first POST had landed, then
+    posted again (all 7 duplicates of the kill campaign)."""
+    emu = rig.emu
+    sid = emu.add_series_from_mbox(demo.samples[NET_FIX].mbox)
+    r = rig.restart(timeout=1.0)
+    emu.delay_next(1, 2.5, method="POST")  # the server takes 2.5 s to store this one
+    r.cycle()  # the client gives up after 1 s: as good as killed mid-POST
+
+    r = r.restart(timeout=1.0)  # restarted at once, the slow POST not landed yet
+    r.cycle()
+    deadline = time.monotonic() + 5
+    while len(emu.checks) < N and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _later(r.store)
+    r.cycle()
+
+    _exactly_once(r, sid)
+    assert r.state(sid) == "reported"
 
 
 def test_changed_results_are_posted_again_once(rig: Rig, demo: Demo) -> None:

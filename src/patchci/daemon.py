@@ -8,26 +8,35 @@ reported through the idempotent delivery ledger.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
+import os
+import shutil
 import signal
+import socket
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import IO
 from urllib.parse import quote
 
+from patchci import proc
 from patchci.checks.base import Check
 from patchci.config import MailSource, PatchworkSource, Settings
 from patchci.contest import cut_due
 from patchci.db.results import ResultsStore
-from patchci.db.store import Store
+from patchci.db.store import SeriesRow, Store
 from patchci.errors import ConfigError, FetchError, InfraError, PatchError
 from patchci.model import (
     CHECKED,
+    CHECKING,
     DONE,
     ERROR,
     EXPIRED,
@@ -35,6 +44,7 @@ from patchci.model import (
     MALFORMED,
     NEW,
     REPORTED,
+    REPORTING,
     CheckResult,
     Outcome,
     Patch,
@@ -374,14 +384,86 @@ def checks_for_tree(settings: Settings) -> Callable[..., list[Check]]:
     return checks_for
 
 
-def process_series(store: Store, settings: Settings, series_id: int) -> list[CheckResult]:
-    job = store.create_job(series_id, "checks")
-    store.start_job(job, worker=f"pid-{threading.get_native_id()}")
+# A claimed job's lease, renewed every LEASE / 3 s while it runs: a daemon killed with -9
+# leaves jobs whose lease ends, and another (or the restarted one) takes them up again.
+LEASE = 90.0
+
+
+def worker_id(store: Store) -> str:
+    """Who holds a lease: host, pid (what an operator greps for) and the store's instance
+    tag (a daemon restarted in the same process, as tests do, is another worker)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{store.instance}"
+
+
+def _worker_dead(me: str) -> Callable[[str], bool]:
+    """Is the worker certainly gone? Only known for this host: an earlier instance in this
+    pid, or a pid that no longer exists. Other hosts' workers are gone when their lease
+    ends."""
+    host, pid, _ = me.split(":", 2)
+
+    def dead(worker: str) -> bool:
+        parts = worker.split(":")
+        if len(parts) != 3 or parts[0] != host or worker == me:
+            return False
+        if not parts[1].isdigit():
+            return False
+        if parts[1] == pid:
+            return True
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    return dead
+
+
+@contextlib.contextmanager
+def _holding(store: Store, job: int, owner: str) -> Iterator[threading.Event]:
+    """Renew *job*'s lease in the background while the body runs; the event is set when
+    the lease was lost (it expired and the work went to another worker)."""
+    lost, done = threading.Event(), threading.Event()
+
+    def beat() -> None:
+        while not done.wait(LEASE / 3):
+            try:
+                if not store.renew_lease(job, owner, LEASE):
+                    lost.set()
+                    return
+            except Exception:  # a database hiccup: try again at the next beat
+                log.warning("job %s: lease renewal failed, will retry", job, exc_info=True)
+
+    t = threading.Thread(target=beat, name=f"lease-{job}", daemon=True)
+    t.start()
+    try:
+        yield lost
+    finally:
+        done.set()
+        t.join(timeout=5)
+
+
+def process_series(
+    store: Store, settings: Settings, series_id: int, job: int | None = None,
+    owner: str | None = None,
+) -> list[CheckResult]:  # fmt: skip
+    """Check a series whose job (claimed by claim_series) is *job*; without one, a job is
+    made for it here (`patchci process` on one series, tests)."""
+    owner = owner or worker_id(store)
+    if job is None:
+        job = store.create_job(series_id, "checks")
+        store.start_job(job, worker=owner)
     series = store.load_series(series_id)
     log_dir = settings.data_path / "logs" / f"series-{series_id}" / f"job-{job}"
     try:
-        verdict = check_series(series, settings.model_trees(), checks_for_tree(settings), log_dir,
-                               sandbox=settings.untrusted())  # fmt: skip
+        with _holding(store, job, owner) as lost:
+            verdict = check_series(series, settings.model_trees(), checks_for_tree(settings),
+                                   log_dir, sandbox=settings.untrusted())  # fmt: skip
+        if lost.is_set():
+            log.warning("series %s job %s: lease lost while checking; results dropped "
+                        "(another worker took the series up)", series_id, job)  # fmt: skip
+            return []
     except PatchError as e:  # the patch's fault: a result to report, not an error of ours
         log.warning("series %s job %s: the patch's fault: %s", series_id, job, e)
         store.add_results(job, series_id, [CheckResult("series", Outcome.FAIL, str(e))])
@@ -398,6 +480,8 @@ def process_series(store: Store, settings: Settings, series_id: int) -> list[Che
         store.finish_job(job, "error", f"{type(e).__name__}: {e}")
         store.set_series_state(series_id, ERROR, f"internal error: {type(e).__name__}: {e}")
         return []
+    finally:
+        _remove_worktrees(log_dir)
     store.add_results(job, series_id, verdict.results)
     store.finish_job(job, "done")
     store.set_series_state(series_id, CHECKED, verdict.route.reason, tree=verdict.route.tree)
@@ -405,11 +489,61 @@ def process_series(store: Store, settings: Settings, series_id: int) -> list[Che
     return list(verdict.results)
 
 
-def process_pending(store: Store, settings: Settings) -> int:
-    rows = store.list_series(state=NEW, limit=1000)
-    for row in rows:
-        process_series(store, settings, row.id)
-    return len(rows)
+def process_pending(
+    store: Store, settings: Settings, clients: dict[str, PatchworkClient] | None = None,
+    *, limit: int = 1000,
+) -> tuple[int, DeliveryStats]:  # fmt: skip
+    """Check the new series one claim at a time; with *clients*, post each series'
+    results as soon as they exist (the whole backlog was checked before anything was
+    posted, so a kill lost every post of the cycle)."""
+    owner = worker_id(store)
+    n = 0
+    posted = DeliveryStats()
+    while n < limit:
+        claimed = store.claim_series(NEW, CHECKING, "checks", owner, LEASE)
+        if claimed is None:
+            break
+        sid, job = claimed
+        process_series(store, settings, sid, job, owner)
+        n += 1
+        if clients is not None:
+            posted += report_pending(store, settings, clients, only=sid)
+    return n, posted
+
+
+def reclaim(store: Store, settings: Settings) -> int:
+    """Take up the work of dead workers (expired leases) and remove their worktrees."""
+    dead = store.reclaim_expired({CHECKING: NEW, REPORTING: CHECKED},
+                                 dead=_worker_dead(worker_id(store)))  # fmt: skip
+    for job in dead:
+        _remove_worktrees(settings.data_path / "logs" / f"series-{job.series_id}" / f"job-{job.id}")
+    return len(dead)
+
+
+def prune_worktrees(store: Store, settings: Settings) -> int:
+    """At start-up: scratch worktrees of jobs that are not running (a kill -9 left them,
+    ~1.5 GB each for a kernel tree), and the trees' stale worktree entries."""
+    running = {j.id for j in store.jobs(status="running")}
+    n = 0
+    for work in (settings.data_path / "logs").glob("series-*/job-*/work"):
+        job = work.parent.name.removeprefix("job-")
+        if job.isdigit() and int(job) in running:
+            continue
+        n += _remove_worktrees(work.parent)
+    for tree in settings.model_trees():
+        if Path(tree.path, ".git").exists():
+            proc.run(["git", "worktree", "prune"], cwd=tree.path, timeout=120)
+    if n:
+        log.info("removed %d stale scratch worktree(s)", n)
+    return n
+
+
+def _remove_worktrees(job_dir: Path) -> int:
+    work = job_dir / "work"
+    if not work.is_dir():
+        return 0
+    shutil.rmtree(work, ignore_errors=True)
+    return 1
 
 
 # ---------------------------------------------------------------- report
@@ -431,16 +565,39 @@ def _log_url(settings: Settings) -> Callable[[CheckResult], str | None]:
     return url
 
 
+def _report_rows(store: Store, only: int | None) -> Iterator[tuple[SeriesRow, int | None]]:
+    """Checked series, each claimed (state `reporting`, a job with a lease) so that two
+    daemons never post one series twice; then malformed series not posted yet."""
+    owner = worker_id(store)
+    last = 0
+    while True:
+        claimed = store.claim_series(CHECKED, REPORTING, "report", owner, LEASE, after=last,
+                                     series_id=only)  # fmt: skip
+        if claimed is None:
+            break
+        last = claimed[0]
+        yield store.series_row(claimed[0]), claimed[1]
+        if only is not None:
+            break
+    if only is None:
+        for row in store.malformed_unreported():
+            yield row, None
+
+
 def report_pending(
-    store: Store, settings: Settings, clients: dict[str, PatchworkClient]
-) -> DeliveryStats:
+    store: Store, settings: Settings, clients: dict[str, PatchworkClient],
+    only: int | None = None,
+) -> DeliveryStats:  # fmt: skip
+    """Post the results of checked series (of series *only*, when given)."""
     total = DeliveryStats()
-    for row in [*store.list_series(state=CHECKED, limit=1000), *store.malformed_unreported()]:
+    for row, job in _report_rows(store, only):
         client = clients.get(row.source)
         malformed = row.state == MALFORMED  # stays malformed; the ledger says it was posted
         if client is None or not settings.report.patchwork.enabled:
             if not malformed:
                 store.set_series_state(row.id, DONE, row.state_reason)
+            if job is not None:
+                store.finish_job(job, "done")
             continue
         series = store.load_series(row.id)
         ids = [p.pw_id for p in series.patches if p.pw_id is not None]
@@ -454,14 +611,15 @@ def report_pending(
             log_url=_log_url(settings),
             context_prefix=settings.report.patchwork.context_prefix,
         )
-        if stats.failed == 0 and not malformed:
-            store.set_series_state(row.id, REPORTED, row.state_reason, tree=row.tree)
-        total = DeliveryStats(
-            *(
-                a + b
-                for a, b in zip(dataclasses.astuple(total), dataclasses.astuple(stats), strict=True)
-            )
-        )
+        if not malformed:
+            done = stats.failed == 0 and stats.deferred == 0
+            # not all posted: back to `checked`, the next cycle tries the rest
+            store.set_series_state(row.id, REPORTED if done else CHECKED, row.state_reason,
+                                   tree=row.tree)  # fmt: skip
+        if job is not None:
+            store.finish_job(job, "done" if stats.failed == 0 else "error",
+                             "" if stats.failed == 0 else f"{stats.failed} post(s) failed")  # fmt: skip
+        total += stats
     return total
 
 
@@ -498,8 +656,12 @@ def run_cycle(
         except Exception:  # a bug in one source must not stop the others
             log.exception("source %s: poll crashed, will retry", src.name)
             stats["errors"] += 1
-    stats["checked"] = process_pending(store, settings)
-    stats["posted"] = report_pending(store, settings, clients).posted
+    reclaim(store, settings)
+    # Leftovers of earlier cycles first, then each new series is posted once checked: a
+    # POST is tried once per cycle (see report.deliver).
+    leftovers = report_pending(store, settings, clients)
+    stats["checked"], delivered = process_pending(store, settings, clients)
+    stats["posted"] = (leftovers + delivered).posted
     if settings.streams:
         when = now or datetime.now(UTC)
         cuts = cut_due(store, ResultsStore(store.engine), settings, when, clients)
@@ -522,6 +684,9 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     clients = {s.name: make_client(s) for s in settings.sources if isinstance(s, PatchworkSource)}
     if source and source not in {s.name for s in settings.sources}:
         raise ConfigError(f"--source: no source named {source!r}")
+    lock = _announce(store, settings)
+    reclaim(store, settings)
+    prune_worktrees(store, settings)
     stop = threading.Event()
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
@@ -533,13 +698,44 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     interval = min(
         (s.poll_interval for s in settings.sources if isinstance(s, PatchworkSource)), default=60.0
     )
-    while True:
-        stats = run_cycle(store, settings, clients, source)
-        print(_cycle_line(stats), flush=True)
-        if once:
-            return 2 if stats["errors"] or stats.get("branch_errors") else 0
-        if stop.wait(interval):
-            return 0
+    try:
+        while True:
+            stats = run_cycle(store, settings, clients, source)
+            print(_cycle_line(stats), flush=True)
+            if once:
+                return 2 if stats["errors"] or stats.get("branch_errors") else 0
+            if stop.wait(interval):
+                return 0
+    finally:
+        lock.close()
+
+
+def _announce(store: Store, settings: Settings) -> IO[str]:
+    """Say so when another daemon works on this database (an operator mistake that
+    happens): the two share the work through job leases, nothing is done twice. Returns
+    the lock file, held for the process's life."""
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    fh = (settings.data_path / "ingest.lock").open("a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{worker_id(store)}\n")
+        fh.flush()
+    except BlockingIOError:
+        fh.seek(0)
+        other = fh.read().strip() or "another process"
+        msg = (
+            f"another patchci daemon ({other}) is running on {settings.data_path}: "
+            "both share the work through job leases, nothing is checked or posted twice"
+        )
+        print(f"patchci: warning: {msg}", file=sys.stderr, flush=True)
+        log.warning("%s", msg)
+    others = [w for w in store.live_workers() if w != worker_id(store)]
+    if others:
+        log.warning("workers %s hold leases on this database: work is shared with them",
+                    ", ".join(others))  # fmt: skip
+    return fh
 
 
 def _cycle_line(stats: dict[str, int]) -> str:
@@ -555,8 +751,10 @@ def _cycle_line(stats: dict[str, int]) -> str:
 def run_process(settings: Settings) -> int:
     store = open_store(settings)
     clients = {s.name: make_client(s) for s in settings.sources if isinstance(s, PatchworkSource)}
-    n = process_pending(store, settings)
-    posted = report_pending(store, settings, clients).posted
+    reclaim(store, settings)
+    leftovers = report_pending(store, settings, clients)
+    n, delivered = process_pending(store, settings, clients)
+    posted = (leftovers + delivered).posted
     print(f"process: {n} series checked, {posted} checks posted")
     return 0
 

@@ -123,6 +123,8 @@ def strip_bidi(text: str) -> str:
 NEW, INCOMPLETE, EXPIRED, CHECKED, REPORTED, DONE, ERROR, MALFORMED = (
     "new", "incomplete", "expired", "checked", "reported", "done", "error", "malformed",
 )  # fmt: skip
+# While a worker holds the series (a job with a lease): checks running, results posting.
+CHECKING, REPORTING = "checking", "reporting"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Self
@@ -14,6 +15,9 @@ from patchci.db.migrate import make_engine, upgrade_engine
 class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Tells this connection pool's owner from an earlier one in the same process (the
+        # lease owner's tag, see daemon.worker_id).
+        self.instance = secrets.token_hex(3)
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Self:

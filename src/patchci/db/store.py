@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Insert, Table, func, select, update
@@ -74,6 +74,7 @@ class JobRow:
     started_at: datetime | None
     finished_at: datetime | None
     worker: str
+    lease_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -581,6 +582,115 @@ class Store(Database):
             job_id = _inserted_id(res)
         log.info("job %d: %s queued for series %d", job_id, kind, series_id)
         return job_id
+
+    def claim_series(
+        self, from_state: str, to_state: str, kind: str, owner: str, lease: float,
+        now: datetime | None = None, after: int = 0, series_id: int | None = None,
+    ) -> tuple[int, int] | None:  # fmt: skip
+        """Take the oldest series in *from_state* for *owner*: it moves to *to_state* and a
+        running job of *kind* holds it until `now + lease` seconds (renew_lease extends
+        it); only series with an id above *after* (one pass over a queue takes each series
+        once). (series id, job id), or None when there is nothing to take. Several processes
+        may call this on one database: each series is taken once (SKIP LOCKED on
+        PostgreSQL; SQLite's write transactions are serialised)."""
+        now = now or utcnow()
+        sc = t.series.c
+        with self._write() as conn:
+            q = select(sc.id).where(sc.state == from_state, sc.id > after)
+            if series_id is not None:  # that series or none
+                q = q.where(sc.id == series_id)
+            q = q.order_by(sc.id).limit(1)
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            sid = conn.execute(q).scalar_one_or_none()
+            if sid is None:
+                return None
+            moved = conn.execute(
+                update(t.series)
+                .where(sc.id == sid, sc.state == from_state)
+                .values(state=to_state, updated_at=now)
+            )
+            if moved.rowcount != 1:
+                return None
+            res = conn.execute(
+                t.jobs.insert().values(
+                    series_id=sid, kind=kind, status="running", attempts=1, error="",
+                    created_at=now, started_at=now, worker=owner,
+                    lease_until=now + timedelta(seconds=lease),
+                )
+            )  # fmt: skip
+            job_id = _inserted_id(res)
+        log.info("job %d: %s of series %d claimed by %s", job_id, kind, sid, owner)
+        return int(sid), job_id
+
+    def renew_lease(self, job_id: int, owner: str, lease: float) -> bool:
+        """Extend a running job's lease; False when it is no longer ours (it expired and
+        was taken up by another worker)."""
+        jc = t.jobs.c
+        until = utcnow() + timedelta(seconds=lease)
+        with self._write() as conn:
+            res = conn.execute(
+                update(t.jobs)
+                .where(jc.id == job_id, jc.worker == owner, jc.status == "running")
+                .values(lease_until=until)
+            )
+            return res.rowcount == 1
+
+    def reclaim_expired(
+        self,
+        states: Mapping[str, str],
+        now: datetime | None = None,
+        max_attempts: int = 3,
+        dead: Callable[[str], bool] = lambda _worker: False,
+    ) -> list[JobRow]:
+        """Running jobs whose lease ended, or whose worker is *dead* (known gone: a killed
+        process of this host): each becomes `error` with the reason, and its series goes
+        back from the claimed state to the one it was taken from (*states*: claimed →
+        previous), or to `error` once *max_attempts* jobs of that kind died on it. Returns
+        the jobs reclaimed."""
+        now = now or utcnow()
+        jc, sc = t.jobs.c, t.series.c
+        out: list[JobRow] = []
+        with self._write() as conn:
+            running = conn.execute(select(t.jobs).where(jc.status == "running")).all()
+            for row in running:
+                job = _row_to(JobRow, row)
+                expired = job.lease_until is None or job.lease_until < now
+                if not expired and not dead(job.worker):
+                    continue
+                why = f"lease expired: worker {job.worker} stopped (killed?)"
+                conn.execute(
+                    update(t.jobs).where(jc.id == job.id)
+                    .values(status="error", error=why, finished_at=now)
+                )  # fmt: skip
+                died = conn.execute(
+                    select(func.count()).where(
+                        jc.series_id == job.series_id, jc.kind == job.kind,
+                        jc.status == "error", jc.error.like("lease expired:%"),
+                    )
+                ).scalar_one()  # fmt: skip
+                srow = conn.execute(select(sc.state).where(sc.id == job.series_id)).first()
+                if srow is not None and srow.state in states:
+                    back, reason = states[srow.state], f"taken up again: {why}"
+                    if died >= max_attempts:
+                        back = "error"
+                        reason = f"its {job.kind} stopped the worker {died} times ({why})"
+                    conn.execute(
+                        update(t.series).where(sc.id == job.series_id)
+                        .values(state=back, state_reason=reason, updated_at=now)
+                    )  # fmt: skip
+                out.append(job)
+        for job in out:
+            log.warning("job %d (%s, series %d): lease of %s expired, work taken up again",
+                        job.id, job.kind, job.series_id, job.worker)  # fmt: skip
+        return out
+
+    def live_workers(self, now: datetime | None = None) -> list[str]:
+        """Owners of running jobs whose lease has not ended."""
+        jc = t.jobs.c
+        q = select(jc.worker).where(jc.status == "running", jc.lease_until >= (now or utcnow()))
+        with self._read() as conn:
+            return sorted({r.worker for r in conn.execute(q)})
 
     def start_job(self, job_id: int, worker: str = "") -> None:
         jc = t.jobs.c

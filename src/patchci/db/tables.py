@@ -190,6 +190,9 @@ jobs = Table(
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
     Column("worker", Text, nullable=False),
+    # A running job belongs to its worker until the lease ends; an expired lease means the
+    # worker died (kill -9, lost host) and the work is taken up again.
+    Column("lease_until", UTCDateTime, nullable=True),
     Index(None, "status"),
 )
 

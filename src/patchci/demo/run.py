@@ -178,8 +178,10 @@ def _prepare_dir(root: Path, *, fresh: bool) -> None:
             )
         if fresh:
             shutil.rmtree(root)
-        else:  # --keep: the database and logs stay; the sample tree is built anew
-            shutil.rmtree(root / "trees" / "demo", ignore_errors=True)
+        else:  # --keep: the database and logs stay; the sample tree and the state of the
+            # demo's flaky test are made anew
+            for sub in ("trees/demo", "contest/state"):
+                shutil.rmtree(root / sub, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text("made by patchci demo; `patchci demo` may delete this directory\n")
 
@@ -231,6 +233,12 @@ def run_demo(root: Path, *, fresh: bool = True) -> int:
     console.print(f"database: {settings.db_url}")
     console.print(f"check logs: {settings.data_path / 'logs'}")
     console.print(f"show one series: patchci --data-dir {root} series <id>")
+    if not bad and not contest_ok and not fresh:
+        # The contest's expectations are those of a first branch: with --keep the earlier
+        # runs are history, and a regression of the first run is a known failure now.
+        console.print("[yellow]every sample series ended as expected; the contest verdicts "
+                      "differ from a fresh run's because --keep kept the earlier runs[/]")  # fmt: skip
+        return 0
     if bad or not contest_ok:
         console.print(
             f"[bold red]{bad} sample(s) did not end as expected; "

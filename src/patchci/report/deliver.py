@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from datetime import timedelta
 
 from patchci.db.store import Store
+from patchci.db.tables import utcnow
 from patchci.errors import FetchError
 from patchci.model import CheckResult
 from patchci.report.patchwork import CheckPost, render_checks
 from patchci.sources.patchwork import PatchworkClient
 
 log = logging.getLogger(__name__)
+
+# Beyond the client's timeout, the time a POST may take to land after the client gave up.
+IN_FLIGHT_MARGIN = 10.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,10 @@ class DeliveryStats:
     unchanged: int = 0
     reconciled: int = 0
     failed: int = 0
+    deferred: int = 0  # a POST of ours may still be in flight: asked again next cycle
+
+    def __add__(self, other: DeliveryStats) -> DeliveryStats:
+        return DeliveryStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 def _already_on_server(client: PatchworkClient, post: CheckPost) -> bool:
@@ -64,8 +73,14 @@ def deliver_posts(
     series_id: int,
     posts: Sequence[CheckPost],
 ) -> DeliveryStats:
-    """Post already rendered checks (e.g. contest verdicts) through the same ledger."""
-    posted = unchanged = reconciled = failed = 0
+    """Post already rendered checks (e.g. contest verdicts) through the same ledger.
+
+    An unconfirmed `intent` younger than the client's timeout (+ a margin) is a POST that
+    may still be in flight (a process killed a moment ago, a client that gave up on a slow
+    server): asking the server now finds nothing and posting again gave a duplicate, so
+    such a check waits for a later cycle, then is reconciled."""
+    posted = unchanged = reconciled = failed = deferred = 0
+    grace = timedelta(seconds=client.timeout + IN_FLIGHT_MARGIN)
     for post in posts:
         fp = post.fingerprint()
 
@@ -98,6 +113,14 @@ def deliver_posts(
             and intent.fingerprint == fp
             and (last is None or intent.id > last.id)
         )
+        if newer_intent and intent is not None and intent.created_at > utcnow() - grace:
+            # Killed mid-POST, or the client gave up (timeout, 5xx) while the server may
+            # still store it: asking now finds nothing, and posting again duplicated it.
+            log.info("series %s patch %s check %s: a POST may be in flight since %s; "
+                     "asked again next cycle", series_id, post.patch_id, post.context,
+                     intent.created_at)  # fmt: skip
+            deferred += 1
+            continue
         try:
             if newer_intent and _already_on_server(client, post):
                 record("sent")
@@ -124,4 +147,4 @@ def deliver_posts(
             "series %s patch %s: posted %s=%s", series_id, post.patch_id, post.context, post.state
         )
         posted += 1
-    return DeliveryStats(posted, unchanged, reconciled, failed)
+    return DeliveryStats(posted, unchanged, reconciled, failed, deferred)

@@ -141,6 +141,7 @@ class PatchworkClient:
         self.retries = max(0, retries)
         self.backoff = backoff
         self.per_page = max(1, min(per_page, 250))
+        self.timeout = timeout
         self._sleep = sleep
         headers = {"User-Agent": user_agent, "Accept": "application/json"}
         if token:

@@ -148,6 +148,11 @@ class FakePatchwork:
         with self._lock:
             self._faults.append(_Fault(n, status, 0.0, method, path_contains, after))
 
+    def clear_faults(self) -> None:
+        """Drop the faults not triggered yet (fail_next, delay_next)."""
+        with self._lock:
+            self._faults.clear()
+
     def mangle_mbox(self, patch_id: int, body: bytes) -> None:
         """Serve *body* as the mbox of patch *patch_id* (a mail stored mangled, a proxy
         that cut it): for the client's handling of mail it cannot parse."""
