@@ -307,6 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("patchci: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if type(e).__module__.startswith("sqlalchemy"):  # a database fault: ours, one line
+            orig = getattr(e, "orig", None) or e
+            first = (str(orig).splitlines() or [type(orig).__name__])[0]
+            print(f"patchci: database error: {first} (check the database URL or file, its "
+                  "permissions and free space)", file=sys.stderr)  # fmt: skip
+            return EXIT_INFRA
+        raise
 
 
 def run() -> None:

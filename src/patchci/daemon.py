@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import logging
 import os
@@ -26,6 +27,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 from urllib.parse import quote
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from patchci import proc
 from patchci.checks.base import Check
@@ -45,6 +48,7 @@ from patchci.model import (
     NEW,
     REPORTED,
     REPORTING,
+    RETRY,
     CheckResult,
     Outcome,
     Patch,
@@ -471,9 +475,18 @@ def process_series(
         store.set_series_state(series_id, CHECKED, f"the patch's fault: {e}")
         return []
     except (InfraError, OSError) as e:
-        log.exception("series %s job %s: infrastructure error", series_id, job)
-        store.finish_job(job, "error", str(e))
-        store.set_series_state(series_id, ERROR, f"infrastructure error: {e}")
+        # Ours (a full disk, a tool gone, git failing): `pending` is posted and the series is
+        # checked again later (retry_due), never left in `error` for good.
+        why = _infra_reason(e)
+        log.error("series %s job %s: infrastructure error: %s", series_id, job, why)
+        store.finish_job(job, "error", why)
+        # Named after the first stage, so the next attempt's `apply` replaces it on Patchwork.
+        result = CheckResult("apply", Outcome.ERROR, f"{why}; will be checked again")
+        try:
+            store.add_results(job, series_id, [result])
+        except Exception:  # the database itself may be what failed
+            log.exception("series %s job %s: cannot store the error result", series_id, job)
+        store.set_series_state(series_id, CHECKED, f"infrastructure error: {why}")
         return []
     except Exception as e:  # a bug must not leave the series "new" to crash every restart
         log.exception("series %s job %s: internal error", series_id, job)
@@ -509,6 +522,49 @@ def process_pending(
         if clients is not None:
             posted += report_pending(store, settings, clients, only=sid)
     return n, posted
+
+
+# Infrastructure errors are retried: the n-th retry waits RETRY_FIRST_WAIT * 2^n seconds
+# (5 min, 10 min ... 10.7 h after 8), then the series keeps its last results, said so.
+RETRY_FIRST_WAIT = 300.0
+RETRY_ATTEMPTS = 8
+
+
+def _infra_reason(e: BaseException) -> str:
+    """One line: which path or tool, and what to do."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on {e.filename or 'a file system of the data directory'} (free space; the series is checked again)"
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write {e.filename or 'a file'}: {e.strerror} (fix the permissions or mount)"
+    return str(e) or type(e).__name__
+
+
+def _after_errors(store: Store, series_id: int) -> str:
+    """Where a reported series with an infrastructure error goes: RETRY, or REPORTED once
+    it has been checked RETRY_ATTEMPTS times (the reason then says so)."""
+    attempts = store.job_count(series_id, "checks")
+    if attempts < RETRY_ATTEMPTS:
+        return RETRY
+    log.warning("series %s: infrastructure errors after %d attempts: giving up, results "
+                "stay pending", series_id, attempts)  # fmt: skip
+    return REPORTED
+
+
+def retry_due(store: Store, now: datetime | None = None) -> int:
+    """Series in RETRY whose wait is over (RETRY_FIRST_WAIT * 2^(attempts-1)) go back to
+    NEW, to be checked again."""
+    now = now or datetime.now(UTC)
+    n = 0
+    for row in store.list_series(state=RETRY, limit=10000):
+        attempts = store.job_count(row.id, "checks")
+        wait = RETRY_FIRST_WAIT * 2 ** max(attempts - 1, 0)
+        updated = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+        if (now - updated).total_seconds() < wait:
+            continue
+        store.set_series_state(row.id, NEW, f"checked again after an infrastructure error "
+                               f"(attempt {attempts + 1} of {RETRY_ATTEMPTS})")  # fmt: skip
+        n += 1
+    return n
 
 
 def reclaim(store: Store, settings: Settings) -> int:
@@ -595,27 +651,33 @@ def report_pending(
         malformed = row.state == MALFORMED  # stays malformed; the ledger says it was posted
         if client is None or not settings.report.patchwork.enabled:
             if not malformed:
-                store.set_series_state(row.id, DONE, row.state_reason)
+                errors = any(r.outcome is Outcome.ERROR for r in store.latest_results(row.id))
+                state = _after_errors(store, row.id) if errors else DONE
+                store.set_series_state(row.id, state, row.state_reason)
             if job is not None:
                 store.finish_job(job, "done")
             continue
         series = store.load_series(row.id)
         ids = [p.pw_id for p in series.patches if p.pw_id is not None]
+        results = store.latest_results(row.id)
         stats = deliver_checks(
             store,
             client,
             target=f"patchwork:{client.url}",
             series_id=row.id,
-            results=store.latest_results(row.id),
+            results=results,
             patch_ids=ids,
             log_url=_log_url(settings),
             context_prefix=settings.report.patchwork.context_prefix,
         )
         if not malformed:
             done = stats.failed == 0 and stats.deferred == 0
-            # not all posted: back to `checked`, the next cycle tries the rest
-            store.set_series_state(row.id, REPORTED if done else CHECKED, row.state_reason,
-                                   tree=row.tree)  # fmt: skip
+            # not all posted: back to `checked`, the next cycle tries the rest; posted with
+            # an infrastructure error among them: checked again later
+            state = REPORTED if done else CHECKED
+            if done and any(r.outcome is Outcome.ERROR for r in results):
+                state = _after_errors(store, row.id)
+            store.set_series_state(row.id, state, row.state_reason, tree=row.tree)
         if job is not None:
             store.finish_job(job, "done" if stats.failed == 0 else "error",
                              "" if stats.failed == 0 else f"{stats.failed} post(s) failed")  # fmt: skip
@@ -651,23 +713,49 @@ def run_cycle(
             else:
                 stats["new"] += poll_mail(store, src)
         except (FetchError, OSError, PatchError) as e:
-            log.error("source %s: poll failed, will retry: %s", src.name, e)
+            log.error("source %s: poll failed, will retry: %s", src.name, _infra_reason(e))
             stats["errors"] += 1
+        except SQLAlchemyError as e:
+            log.error("source %s: %s", src.name, storage_reason(e, settings))
+            stats["errors"] += 1
+            stats["storage_errors"] = 1
         except Exception:  # a bug in one source must not stop the others
             log.exception("source %s: poll crashed, will retry", src.name)
             stats["errors"] += 1
-    reclaim(store, settings)
-    # Leftovers of earlier cycles first, then each new series is posted once checked: a
-    # POST is tried once per cycle (see report.deliver).
-    leftovers = report_pending(store, settings, clients)
-    stats["checked"], delivered = process_pending(store, settings, clients)
-    stats["posted"] = (leftovers + delivered).posted
+    try:
+        reclaim(store, settings)
+        retry_due(store, now)
+        # Leftovers of earlier cycles first, then each new series is posted once checked: a
+        # POST is tried once per cycle (see report.deliver).
+        leftovers = report_pending(store, settings, clients)
+        stats["checked"], delivered = process_pending(store, settings, clients)
+        stats["posted"] = (leftovers + delivered).posted
+    except (SQLAlchemyError, OSError) as e:  # the database or the data directory failed
+        log.error("%s", storage_reason(e, settings))
+        stats["errors"] += 1
+        stats["storage_errors"] = 1
+        return stats
     if settings.streams:
         when = now or datetime.now(UTC)
         cuts = cut_due(store, ResultsStore(store.engine), settings, when, clients)
         stats["branches"] = sum(c.branch is not None for c in cuts)
         stats["branch_errors"] = sum(bool(c.errors) for c in cuts)
     return stats
+
+
+def storage_reason(e: BaseException, settings: Settings) -> str:
+    """One line for a database or disk error: what failed, where, what to do."""
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    where = settings.db_url.split("@")[-1] if "://" in settings.db_url else settings.db_url
+    if isinstance(e, OSError):
+        return f"storage error (ours), will retry: {_infra_reason(e)}"
+    hint = "free space, check permissions, or that the server is up"
+    if "readonly" in text or "read-only" in text:
+        hint = "the database file or its directory is read-only: fix the permissions"
+    elif "disk" in text and "full" in text:
+        hint = "the disk is full: free space"
+    return f"database error (ours), will retry: {text} ({where}; {hint})"
 
 
 def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> int:
@@ -698,24 +786,33 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     interval = min(
         (s.poll_interval for s in settings.sources if isinstance(s, PatchworkSource)), default=60.0
     )
+    failures = 0
     try:
         while True:
             stats = run_cycle(store, settings, clients, source)
             print(_cycle_line(stats), flush=True)
             if once:
                 return 2 if stats["errors"] or stats.get("branch_errors") else 0
-            if stop.wait(interval):
+            # A database or disk fault: back off (up to 10 min) and keep going.
+            failures = failures + 1 if stats.get("storage_errors") else 0
+            wait = min(interval * 2**failures, max(interval, 600.0)) if failures else interval
+            if stop.wait(wait):
                 return 0
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
 
 
-def _announce(store: Store, settings: Settings) -> IO[str]:
+def _announce(store: Store, settings: Settings) -> IO[str] | None:
     """Say so when another daemon works on this database (an operator mistake that
     happens): the two share the work through job leases, nothing is done twice. Returns
-    the lock file, held for the process's life."""
-    settings.data_path.mkdir(parents=True, exist_ok=True)
-    fh = (settings.data_path / "ingest.lock").open("a+")
+    the lock file, held for the process's life (None when it cannot be written)."""
+    try:
+        settings.data_path.mkdir(parents=True, exist_ok=True)
+        fh = (settings.data_path / "ingest.lock").open("a+")
+    except OSError as e:  # a read-only or full data directory: the cycle says what to do
+        log.error("%s", storage_reason(e, settings))
+        return None
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         fh.seek(0)

@@ -125,6 +125,8 @@ NEW, INCOMPLETE, EXPIRED, CHECKED, REPORTED, DONE, ERROR, MALFORMED = (
 )  # fmt: skip
 # While a worker holds the series (a job with a lease): checks running, results posting.
 CHECKING, REPORTING = "checking", "reporting"
+# Reported, but an infrastructure error (ours) left a result unknown: checked again later.
+RETRY = "retry"
 
 
 @dataclass(frozen=True)

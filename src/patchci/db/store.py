@@ -685,6 +685,13 @@ class Store(Database):
                         job.id, job.kind, job.series_id, job.worker)  # fmt: skip
         return out
 
+    def job_count(self, series_id: int, kind: str) -> int:
+        """How many jobs of *kind* a series has had (its attempts so far)."""
+        jc = t.jobs.c
+        q = select(func.count()).where(jc.series_id == series_id, jc.kind == kind)
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def live_workers(self, now: datetime | None = None) -> list[str]:
         """Owners of running jobs whose lease has not ended."""
         jc = t.jobs.c
