@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from patchci.checks.base import CheckContext, run_check
-from patchci.checks.build import Build, resolve_spec
+from patchci.checks.build import Build, BuildOptions, resolve_spec
 from patchci.errors import ConfigError
 from patchci.git import Git
 from patchci.model import Outcome, Tree
@@ -145,10 +145,11 @@ def test_missing_command_is_skipped(repo: Git, tmp_path: Path) -> None:
 
 
 def test_spec_defaults() -> None:
-    k = resolve_spec({}, kernel=True)
+    k = resolve_spec(BuildOptions(), kernel=True)
     assert k.make_args == ("W=1",) and k.config == "defconfig" and k.out_of_tree
     assert "WERROR" in k.disable
-    p = resolve_spec({"make_args": ["LLVM=1"], "config": "none", "jobs": 3}, kernel=False)
+    opts = BuildOptions.model_validate({"make_args": ["LLVM=1"], "config": "none", "jobs": 3})
+    p = resolve_spec(opts, kernel=False)
     assert p.config == "" and not p.out_of_tree and p.jobs == 3 and p.disable == ()
     with pytest.raises(ConfigError):
         Build({"make_args": ["W=1", 3]})

@@ -139,3 +139,33 @@ def test_console_script_entry_point(module: str) -> None:
         check=False,
     )
     assert r.returncode == 0 and r.stdout.startswith("patchci ")
+
+
+@pytest.mark.parametrize(
+    ("check", "options", "error"),
+    [
+        ("series_format", 'max_patches = "many"', "checks.series_format.options.max_patches:"),
+        ("checkpatch", 'args = "--strict"', "checks.checkpatch.options.args:"),
+        ("build", 'targest = ["net/mptcp/"]', "checks.build.options.targest: unknown key (typo?)"),
+        ("cc_maintainers", 'source = "git"', "checks.cc_maintainers.options.source:"),
+        ("external", "files = []", "checks.external.options.command: required key is missing"),
+    ],
+)  # fmt: skip
+def test_config_check_validates_each_checks_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], check: str, options: str, error: str
+) -> None:
+    """Per-check options were dict[str, Any]: `config check` accepted max_patches =
+    "many", checkpatch args = "--strict" and a misspelt build option (`targest`, silently
+    ignored: the quick net/mptcp/ build became a full kernel build); the error showed up
+    only when a series ran, or never."""
+    repo = tmp_path / "net"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[[trees]]\nname = "net"\npath = "{repo}"\nchecks = ["{check}"]\n\n'
+        f"[checks.{check}]\noptions = {{ {options} }}\n"
+    )
+    assert main(["config", "check", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert error in err, err
+    assert err.count("\n") == 1

@@ -181,12 +181,16 @@ class Settings(_Model):
 
     @model_validator(mode="after")
     def _known_checks(self) -> Settings:
-        from patchci.checks.registry import BUILTIN, STAGE_CHECKS
+        from patchci.checks.registry import BUILTIN, STAGE_CHECKS, check_class
 
         for name, cc in self.checks.items():
             kind = cc.kind or name
             if kind not in BUILTIN:
                 raise ValueError(f"checks.{name}: unknown kind {kind!r}")
+            try:  # each kind's typed options: a typo or a wrong type is found now
+                check_class(kind).Options.model_validate(cc.options)
+            except ValidationError as e:
+                raise ValueError(f"checks.{name}.options.{format_validation_error(e)}") from e
         for t in self.trees:
             for c in t.checks:
                 if c in STAGE_CHECKS:
@@ -290,7 +294,7 @@ def _unique(names: list[str], what: str) -> None:
 ENV_OVERRIDES = {"PATCHCI_DATA_DIR": "data_dir", "PATCHCI_DATABASE_URL": "database_url"}
 
 
-def _format_error(e: ValidationError) -> str:
+def format_validation_error(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
     msg = err["msg"].removeprefix("Value error, ")
@@ -323,7 +327,7 @@ def build_settings(
     try:
         return Settings.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(f"{origin}: {_format_error(e)}") from e
+        raise ConfigError(f"{origin}: {format_validation_error(e)}") from e
 
 
 def load_settings(

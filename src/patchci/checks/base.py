@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from patchci import proc
-from patchci.errors import CommandTimeout, InfraError, ToolMissing
+from patchci.errors import CommandTimeout, ConfigError, InfraError, ToolMissing
 from patchci.model import CheckResult, Outcome, Patch, Scope, Series, Tree
 from patchci.routing import Route
 from patchci.sandbox import Sandbox
@@ -110,9 +112,30 @@ class CheckContext:
         return (common,)
 
 
+class CheckOptions(BaseModel):
+    """The options of a check kind, typed: an unknown key (`targest`) or a wrong type
+    (`max_patches = "many"`, `args = "--strict"`) is a configuration error found by
+    `config check`, not when a series runs. Subclasses add their fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_options(
+    cls: type[Check], options: Mapping[str, Any] | None, name: str | None = None
+) -> CheckOptions:
+    """*options* validated against *cls*.Options; ConfigError naming the key otherwise."""
+    from patchci.config import format_validation_error
+
+    try:
+        return cls.Options.model_validate(dict(options or {}))
+    except ValidationError as e:
+        raise ConfigError(f"checks.{name or cls.name}.options.{format_validation_error(e)}") from e
+
+
 class Check:
     """Base class for checks; subclasses set the class attributes and implement run()."""
 
+    Options: ClassVar[type[CheckOptions]] = CheckOptions
     name: ClassVar[str] = ""
     scope: ClassVar[Scope] = Scope.PATCH
     tools: ClassVar[tuple[str, ...]] = ()
@@ -121,6 +144,7 @@ class Check:
     description: ClassVar[str] = ""
 
     def __init__(self, options: Mapping[str, Any] | None = None, timeout: float | None = None):
+        self.opts: CheckOptions = parse_options(type(self), options)
         self.options: dict[str, Any] = dict(options or {})
         self.timeout = float(timeout if timeout is not None else self.default_timeout)
 

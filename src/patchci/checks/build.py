@@ -49,10 +49,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from patchci import buildlog
 from patchci.buildlog import Diagnostic, WarningDelta
-from patchci.checks.base import Check, CheckContext, Verdict
-from patchci.errors import ConfigError, InfraError
+from patchci.checks.base import Check, CheckContext, CheckOptions, Verdict
+from patchci.errors import InfraError
 from patchci.git import GIT_PREFIX, Git
 from patchci.model import Outcome, Scope
 
@@ -64,13 +66,23 @@ MAX_RESULTS = 64
 MAX_LOG_DIAGS = 50
 
 
-def _strings(options: Mapping[str, Any], key: str, default: Sequence[str] = ()) -> list[str]:
-    value = options.get(key, list(default))
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"check option {key!r} must be a list of strings")
-    return list(value)
+class BuildOptions(CheckOptions):
+    """None means "what suits the tree": a kernel tree (scripts/Makefile.build) builds
+    out of tree with W=1 from defconfig, WERROR options disabled; another tree plainly."""
+
+    command: tuple[str, ...] = Field(("make",), min_length=1)
+    make_args: tuple[str, ...] | None = None
+    targets: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    jobs: int | None = Field(None, ge=1)
+    out_of_tree: bool | None = None
+    config: str | None = None
+    fragments: tuple[str, ...] = ()
+    disable: tuple[str, ...] | None = None
+    keep_going: bool = True
+    ccache: bool = True
+    cc: str | None = None
+    build_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,28 +112,26 @@ class BuildSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def resolve_spec(options: Mapping[str, Any], kernel: bool) -> BuildSpec:
-    make_args = _strings(options, "make_args", ["W=1"] if kernel else [])
-    env = options.get("env", {})
-    if not isinstance(env, Mapping):
-        raise ConfigError("check option 'env' must be a table of strings")
+def resolve_spec(opts: BuildOptions, kernel: bool) -> BuildSpec:
+    make_args = opts.make_args if opts.make_args is not None else ("W=1",) if kernel else ()
     cc: str | None = None
-    use_ccache = options.get("ccache", True) and shutil.which("ccache")
+    use_ccache = opts.ccache and shutil.which("ccache")
     if use_ccache and not any(a.startswith("CC=") for a in make_args):
         llvm = any(a.startswith("LLVM=") for a in make_args)
-        cc = f"ccache {options.get('cc') or ('clang' if llvm else 'gcc')}"
-    config = str(options.get("config", "defconfig" if kernel else "none"))
+        cc = f"ccache {opts.cc or ('clang' if llvm else 'gcc')}"
+    config = opts.config if opts.config is not None else "defconfig" if kernel else "none"
+    disable = opts.disable if opts.disable is not None else KERNEL_DISABLE if kernel else ()
     return BuildSpec(
-        command=tuple(_strings(options, "command", ["make"])) or ("make",),
+        command=opts.command,
         make_args=tuple(make_args),
-        targets=tuple(_strings(options, "targets")),
-        env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
-        jobs=int(options.get("jobs") or os.cpu_count() or 1),
-        out_of_tree=bool(options.get("out_of_tree", kernel)),
+        targets=opts.targets,
+        env=tuple(sorted(opts.env.items())),
+        jobs=opts.jobs or os.cpu_count() or 1,
+        out_of_tree=opts.out_of_tree if opts.out_of_tree is not None else kernel,
         config="" if config.lower() in ("", "none") else config,
-        fragments=tuple(_strings(options, "fragments")),
-        disable=tuple(_strings(options, "disable", KERNEL_DISABLE if kernel else ())),
-        keep_going=bool(options.get("keep_going", True)),
+        fragments=opts.fragments,
+        disable=tuple(disable),
+        keep_going=opts.keep_going,
         cc=cc,
     )
 
@@ -221,6 +231,8 @@ class BuildDir:
 
 
 class Build(Check):
+    Options = BuildOptions
+    opts: BuildOptions
     name = "build"
     scope = Scope.PATCH
     tools = ("git",)
@@ -229,19 +241,18 @@ class Build(Check):
 
     def __init__(self, options: Mapping[str, Any] | None = None, timeout: float | None = None):
         super().__init__(options, timeout)
-        resolve_spec(self.options, kernel=False)  # reject bad option types at startup
 
     def missing_tools(self, ctx: CheckContext) -> list[str]:
-        cmd = _strings(self.options, "command", ["make"])
+        cmd = self.opts.command
         missing = super().missing_tools(ctx)
-        if cmd and "/" not in cmd[0] and shutil.which(cmd[0]) is None:
+        if "/" not in cmd[0] and shutil.which(cmd[0]) is None:
             missing.append(cmd[0])
         return missing
 
     def run(self, ctx: CheckContext) -> Verdict:
         kernel = (ctx.worktree / KERNEL_MARKER).is_file()
-        spec = resolve_spec(self.options, kernel)
-        opt_dir = self.options.get("build_dir")
+        spec = resolve_spec(self.opts, kernel)
+        opt_dir = self.opts.build_dir
         bd = BuildDir(
             Path(str(opt_dir)).expanduser() / _safe(self.name)
             if opt_dir

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from patchci import checkpatch_output
-from patchci.checks.base import Check, CheckContext, Verdict
-from patchci.errors import ConfigError
+from patchci.checks.base import Check, CheckContext, CheckOptions, Verdict
 from patchci.git import Git
 from patchci.model import Outcome, Scope
 
@@ -32,15 +31,15 @@ DEFAULT_IGNORE = (
 SCRIPT = "scripts/checkpatch.pl"
 
 
-def _strings(value: object, key: str) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"checkpatch option {key!r} must be a list of strings")
-    return list(value)
+class CheckpatchOptions(CheckOptions):
+    args: tuple[str, ...] = DEFAULT_ARGS
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    script: str = SCRIPT
 
 
 class Checkpatch(Check):
+    Options = CheckpatchOptions
+    opts: CheckpatchOptions
     name = "checkpatch"
     scope = Scope.PATCH
     tools = ("perl",)
@@ -49,9 +48,9 @@ class Checkpatch(Check):
 
     def __init__(self, options: Mapping[str, Any] | None = None, timeout: float | None = None):
         super().__init__(options, timeout)
-        self.args = _strings(self.options.get("args", list(DEFAULT_ARGS)), "args")
-        self.ignore = _strings(self.options.get("ignore", list(DEFAULT_IGNORE)), "ignore")
-        self.script = str(self.options.get("script", SCRIPT))
+        self.args = list(self.opts.args)
+        self.ignore = list(self.opts.ignore)
+        self.script = self.opts.script
 
     def applies(self, ctx: CheckContext) -> str | None:
         if not (ctx.worktree / self.script).is_file():

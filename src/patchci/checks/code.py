@@ -5,13 +5,13 @@ deprecated_api, check_selftest. Each reads `git show` of the patch's commit.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from patchci.checks.base import Check, CheckContext, Verdict
-from patchci.errors import ConfigError
+from pydantic import Field
+
+from patchci.checks.base import Check, CheckContext, CheckOptions, Verdict
 from patchci.git import Git
 from patchci.model import Outcome, Scope
 
@@ -65,13 +65,6 @@ def _show(ctx: CheckContext) -> list[FileDiff]:
     text = git.run("show", "--format=", "--no-renames", "--no-color", "--no-ext-diff",
                    ctx.commit).stdout  # fmt: skip
     return parse_diff(text)
-
-
-def _strings(options: Mapping[str, Any], key: str, default: Sequence[str]) -> list[str]:
-    value = options.get(key, list(default))
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"check option {key!r} must be a list of strings")
-    return list(value)
 
 
 class _DiffCheck(Check):
@@ -131,7 +124,13 @@ class HeaderInline(_DiffCheck):
 
 DEFAULT_FAIL = ("module_param",)
 DEFAULT_WARN = ("dev_hold(", "dev_put(", "put_net(", "get_net(", "init_dummy_netdev(", "__free(")
-DEFAULT_PATHS = {"__free(": ["drivers/net/"]}
+DEFAULT_PATHS: dict[str, tuple[str, ...]] = {"__free(": ("drivers/net/",)}
+
+
+class DeprecatedApiOptions(CheckOptions):
+    fail: tuple[str, ...] = DEFAULT_FAIL
+    warn: tuple[str, ...] = DEFAULT_WARN
+    paths: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_PATHS))
 
 
 class DeprecatedApi(_DiffCheck):
@@ -140,15 +139,13 @@ class DeprecatedApi(_DiffCheck):
     dev_hold/dev_put/put_net/get_net/init_dummy_netdev/__free), `paths` (table: API →
     path prefixes it is restricted to; default `{"__free(" = ["drivers/net/"]}`)."""
 
+    Options = DeprecatedApiOptions
+    opts: DeprecatedApiOptions
     name = "deprecated_api"
     description = "No new use of deprecated APIs"
 
     def run(self, ctx: CheckContext) -> Verdict:
-        fail = _strings(self.options, "fail", DEFAULT_FAIL)
-        warn = _strings(self.options, "warn", DEFAULT_WARN)
-        paths = self.options.get("paths", DEFAULT_PATHS)
-        if not isinstance(paths, Mapping):
-            raise ConfigError("deprecated_api option 'paths' must be a table")
+        fail, warn, paths = self.opts.fail, self.opts.warn, self.opts.paths
         diffs = _show(ctx)
         grew: dict[str, int] = {}
         for api in dict.fromkeys([*fail, *warn]):

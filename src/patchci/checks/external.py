@@ -40,11 +40,12 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from patchci import proc
-from patchci.checks.base import Check, CheckContext, Verdict
-from patchci.errors import ConfigError
+from patchci.checks.base import Check, CheckContext, CheckOptions, Verdict
 from patchci.git import Git
 from patchci.model import Outcome, Scope
 
@@ -75,16 +76,17 @@ def secret_names(env: Mapping[str, str]) -> list[str]:
     return sorted(names)
 
 
-def _strings(options: Mapping[str, Any], key: str) -> list[str]:
-    value = options.get(key, [])
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"external check option {key!r} must be a list of strings")
-    return list(value)
+class ExternalOptions(CheckOptions):
+    command: tuple[str, ...] = Field(min_length=1)  # required
+    files: tuple[str, ...] = ()
+    exit_codes: Literal["patchci", "nipa"] = "patchci"
+    scope: Literal["patch", "series"] = "patch"
+    env: dict[str, str] = Field(default_factory=dict)
 
 
 class External(Check):
+    Options = ExternalOptions
+    opts: ExternalOptions
     name = "external"
     scope = Scope.PATCH
     tools = ()
@@ -93,17 +95,10 @@ class External(Check):
 
     def __init__(self, options: Mapping[str, Any] | None = None, timeout: float | None = None):
         super().__init__(options, timeout)
-        self.command = _strings(self.options, "command")
-        if not self.command:
-            raise ConfigError("external check: option 'command' (a list) is required")
-        self.files = _strings(self.options, "files")
-        self.convention = str(self.options.get("exit_codes", "patchci"))
-        if self.convention not in ("patchci", "nipa"):
-            raise ConfigError("external check: exit_codes must be 'patchci' or 'nipa'")
-        scope = str(self.options.get("scope", "patch"))
-        if scope not in ("patch", "series"):
-            raise ConfigError("external check: scope must be 'patch' or 'series'")
-        self.scope = Scope(scope)  # type: ignore[misc]
+        self.command = list(self.opts.command)
+        self.files = list(self.opts.files)
+        self.convention = self.opts.exit_codes
+        self.scope = Scope(self.opts.scope)  # type: ignore[misc]
 
     def missing_tools(self, ctx: CheckContext) -> list[str]:
         prog = self.command[0]
@@ -163,10 +158,7 @@ class External(Check):
             "BRANCH_BASE": ctx.base, "RESULTS_DIR": str(result_dir), "FIRST_IN_SERIES": first,
             "DESC_FD": str(desc_fd),
         }  # fmt: skip
-        extra = self.options.get("env", {})
-        if not isinstance(extra, Mapping):
-            raise ConfigError("external check option 'env' must be a table")
-        env.update({str(k): str(v) for k, v in extra.items()})
+        env.update(self.opts.env)
         return env
 
     def argv(self, ctx: CheckContext, env: Mapping[str, str]) -> list[str]:

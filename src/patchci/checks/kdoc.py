@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from patchci import buildlog, kdoc_output
-from patchci.checks.base import Check, CheckContext, Verdict
+from patchci.checks.base import Check, CheckContext, CheckOptions, Verdict
 from patchci.git import Git
 from patchci.model import Outcome, Scope
 
@@ -35,7 +35,15 @@ def default_args(script: Path) -> list[str]:
     return ["-none", "-Wall"] if "Wall" in text else ["-none"]
 
 
+class KernelDocOptions(CheckOptions):
+    script: str = SCRIPT
+    args: tuple[str, ...] | None = None  # default: what the script accepts (default_args)
+    suffixes: tuple[str, ...] = (".c", ".h")
+
+
 class KernelDoc(Check):
+    Options = KernelDocOptions
+    opts: KernelDocOptions
     name = "kdoc"
     scope = Scope.PATCH
     tools = ()
@@ -48,12 +56,12 @@ class KernelDoc(Check):
         return None
 
     def _script(self) -> str:
-        return str(self.options.get("script", SCRIPT))
+        return self.opts.script
 
     def _run(self, ctx: CheckContext, script: Path, cwd: Path, files: Sequence[str]) -> str:
         if not files:
             return ""
-        args = list(self.options.get("args") or default_args(script))
+        args = list(self.opts.args or default_args(script))
         argv = [str(script), *args, *files]
         if not os.access(script, os.X_OK):
             argv.insert(0, "perl")
@@ -62,7 +70,7 @@ class KernelDoc(Check):
 
     def run(self, ctx: CheckContext) -> Verdict:
         git = Git(ctx.worktree, deadline=ctx.deadline)
-        suffixes = tuple(self.options.get("suffixes", (".c", ".h")))
+        suffixes = self.opts.suffixes
         touched = [f for f in git.changed_files(ctx.commit) if f.endswith(suffixes)]
         if not touched:
             return Verdict(Outcome.PASS, "no .c or .h file touched")

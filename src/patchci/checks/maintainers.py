@@ -25,9 +25,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import Field
 
 from patchci import maintainers as mnt
-from patchci.checks.base import Check, CheckContext, Verdict
+from patchci.checks.base import Check, CheckContext, CheckOptions, Verdict
 from patchci.errors import ConfigError
 from patchci.git import Git
 from patchci.model import Outcome, Patch, Person, Scope
@@ -113,13 +116,19 @@ def cc_verdict(exp: Expected, present: set[str], ignore: Sequence[str]) -> tuple
     return Outcome.PASS, head
 
 
-def _list(value: object, key: str) -> list[str]:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"option {key!r} must be a list of strings")
-    return list(value)
+class CcMaintainersOptions(CheckOptions):
+    source: Literal["maintainers", "get_maintainer"] = "maintainers"
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+
+
+class MaintainersEntryOptions(CheckOptions):
+    broad_threshold: int = Field(500, ge=1)
+    exclude: tuple[str, ...] = ("Documentation/", "tools/testing/")
 
 
 class CcMaintainers(Check):
+    Options = CcMaintainersOptions
+    opts: CcMaintainersOptions
     name = "cc_maintainers"
     scope = Scope.PATCH
     tools = ("git",)
@@ -137,7 +146,7 @@ class CcMaintainers(Check):
         return None
 
     def _source(self) -> str:
-        src = str(self.options.get("source", "maintainers"))
+        src = self.opts.source
         if src not in ("maintainers", "get_maintainer"):
             raise ConfigError(
                 f"cc_maintainers: source must be maintainers or get_maintainer, not {src!r}"
@@ -170,7 +179,7 @@ class CcMaintainers(Check):
             exp = expected_from_entries(entries)
             source_log = "\n".join(f"entry: {e.name}" for e in entries)
         present = mail_addresses(patch)
-        ignore = _list(self.options.get("ignore", list(DEFAULT_IGNORE)), "ignore")
+        ignore = self.opts.ignore
         outcome, desc = cc_verdict(exp, present, ignore)
         body = (f"{source_log}\n\nmaintainers: {', '.join(exp.maintainers)}\n"
                 f"reviewers: {', '.join(exp.reviewers)}\nlists: {', '.join(exp.lists)}\n"
@@ -179,6 +188,8 @@ class CcMaintainers(Check):
 
 
 class MaintainersEntry(Check):
+    Options = MaintainersEntryOptions
+    opts: MaintainersEntryOptions
     name = "maintainers_entry"
     scope = Scope.SERIES
     tools = ("git",)
@@ -192,9 +203,8 @@ class MaintainersEntry(Check):
 
     def run(self, ctx: CheckContext) -> Verdict:
         git = Git(ctx.worktree, deadline=ctx.deadline)
-        exclude = tuple(_list(self.options.get("exclude", ["Documentation/", "tools/testing/"]),
-                              "exclude"))  # fmt: skip
-        threshold = int(self.options.get("broad_threshold", 500))
+        exclude = self.opts.exclude
+        threshold = self.opts.broad_threshold
         added = git.run("diff", "--name-only", "--diff-filter=A", "--no-renames", "-z",
                         ctx.base, ctx.commit).stdout.split("\x00")  # fmt: skip
         new = [f for f in added if f and not f.startswith(exclude)]

@@ -11,7 +11,9 @@ subject_prefix into this one check).
 
 from __future__ import annotations
 
-from patchci.checks.base import Check, CheckContext, Verdict
+from pydantic import Field
+
+from patchci.checks.base import Check, CheckContext, CheckOptions, Verdict
 from patchci.model import Outcome, Scope, Series, Tree, worst
 from patchci.routing import Route, route_by_tags
 
@@ -43,7 +45,14 @@ def _numbering_problem(series: Series) -> str | None:
     return None
 
 
+class SeriesFormatOptions(CheckOptions):
+    max_patches: int = Field(DEFAULT_MAX_PATCHES, ge=1)
+    require_tree_tag: bool = True
+
+
 class SeriesFormat(Check):
+    Options = SeriesFormatOptions
+    opts: SeriesFormatOptions
     name = "series_format"
     scope = Scope.SERIES
     needs_apply = False
@@ -53,13 +62,13 @@ class SeriesFormat(Check):
     def run(self, ctx: CheckContext) -> Verdict:
         series = ctx.series
         n = len(series.patches)
-        max_patches = int(self.options.get("max_patches", DEFAULT_MAX_PATCHES))
+        max_patches = self.opts.max_patches
         found: list[tuple[Outcome, str]] = []
         if n > max_patches:
             found.append((Outcome.FAIL, f"Series longer than {max_patches} patches ({n})"))
         if n >= COVER_LETTER_FROM and series.cover is None:
             found.append((Outcome.WARN, f"Series has {n} patches but no cover letter"))
-        if self.options.get("require_tree_tag", True):
+        if self.opts.require_tree_tag:
             problem = _tree_tag_problem(series, ctx.tree, ctx.route)
             if problem:
                 found.append((Outcome.WARN, problem))

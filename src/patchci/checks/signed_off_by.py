@@ -12,7 +12,7 @@ import email.utils
 import re
 from collections.abc import Sequence
 
-from patchci.checks.base import Check, CheckContext, Verdict
+from patchci.checks.base import Check, CheckContext, CheckOptions, Verdict
 from patchci.git import Git
 from patchci.model import Outcome, Person, Scope
 
@@ -48,7 +48,13 @@ def signed_by(person: Person, sobs: Sequence[Person], *aliases: Person) -> bool:
     return False
 
 
+class SignedOffByOptions(CheckOptions):
+    require_committer: bool = False
+
+
 class SignedOffBy(Check):
+    Options = SignedOffByOptions
+    opts: SignedOffByOptions
     name = "signed_off_by"
     scope = Scope.PATCH
     tools = ("git",)
@@ -63,7 +69,7 @@ class SignedOffBy(Check):
         missing: list[str] = []
         if not signed_by(author, sobs, git.author(rev, mailmap=True)):
             missing.append(f"author {author}")
-        if self.options.get("require_committer", False):
+        if self.opts.require_committer:
             committer = git.committer(rev)
             if not signed_by(committer, sobs, git.committer(rev, mailmap=True)):
                 missing.append(f"committer {committer}")
@@ -71,5 +77,5 @@ class SignedOffBy(Check):
         log = f"commit {rev}\nauthor: {author}\nSigned-off-by lines:\n{found}\n"
         if missing:
             return Verdict(Outcome.FAIL, f"Missing Signed-off-by from {' and '.join(missing)}", log)
-        who = "author and committer" if self.options.get("require_committer") else "author"
+        who = "author and committer" if self.opts.require_committer else "author"
         return Verdict(Outcome.PASS, f"Signed-off-by present for {who}", log)
