@@ -224,6 +224,15 @@ checks = ["signed_off_by", "fixes_tag", "series_format"]
 
     out = capsys.readouterr().out
     assert "1 new series, 1 checked" in out
+    # Progress per series and check, then a summary naming the series and its verdict
+    # (`ingest --once` showed nothing for the 26 minutes six kernel series took).
+    assert "  series 1: applying to net-next" in out
+    assert "  series 1: patch 1/1: signed_off_by" in out
+    assert "  series 1: fail (" in out
+    assert "series this run" in out and "reported" in out
+    assert main(["-c", str(cfg), "series"]) == 0
+    listing = capsys.readouterr().out
+    assert "verdict" in listing and "fail" in listing  # `series` listed no verdict
     (pid,) = [p for p, _ in emu.series_patches(sid)]
     got = {c.context: c.state for c in emu.checks_for(pid)}
     assert got["signed_off_by"] == "fail"

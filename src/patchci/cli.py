@@ -44,13 +44,11 @@ examples:
 """
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, **extra: object) -> Settings:
     from patchci.config import load_settings
 
-    return load_settings(
-        args.config,
-        overrides={"data_dir": args.data_dir, "database_url": args.database_url},
-    )
+    overrides = {"data_dir": args.data_dir, "database_url": args.database_url, **extra}
+    return load_settings(args.config, overrides=overrides)
 
 
 # ---------------------------------------------------------------- handlers
@@ -103,13 +101,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from patchci.daemon import run_ingest
 
-    return run_ingest(_settings(args), once=args.once, source=args.source)
+    return run_ingest(_settings(args, progress=True), once=args.once, source=args.source)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
     from patchci.daemon import run_process
 
-    return run_process(_settings(args))
+    return run_process(_settings(args, progress=True))
 
 
 def cmd_series(args: argparse.Namespace) -> int:

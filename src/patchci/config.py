@@ -158,6 +158,8 @@ class Settings(_Model):
     sandbox: SandboxConfig = SandboxConfig()
     # Set by load_settings: the file these settings came from (hidden from patch code).
     config_path: str | None = None
+    # Set by the CLI: print each series' progress and verdict as it is checked.
+    progress: bool = False
 
     @field_validator("trees")
     @classmethod

@@ -54,6 +54,7 @@ from patchci.model import (
     Patch,
     Person,
     Series,
+    worst,
 )
 from patchci.pipeline import check_series
 from patchci.report.deliver import DeliveryStats, deliver_checks
@@ -463,7 +464,8 @@ def process_series(
     try:
         with _holding(store, job, owner) as lost:
             verdict = check_series(series, settings.model_trees(), checks_for_tree(settings),
-                                   log_dir, sandbox=settings.untrusted())  # fmt: skip
+                                   log_dir, sandbox=settings.untrusted(),
+                                   progress=_progress(settings, series_id))  # fmt: skip
         if lost.is_set():
             log.warning("series %s job %s: lease lost while checking; results dropped "
                         "(another worker took the series up)", series_id, job)  # fmt: skip
@@ -499,7 +501,22 @@ def process_series(
     store.finish_job(job, "done")
     store.set_series_state(series_id, CHECKED, verdict.route.reason, tree=verdict.route.tree)
     log.info("series %s job %s: %s", series_id, job, verdict.outcome.value)
+    if settings.progress:
+        print(f"  series {series_id}: {verdict.outcome.value} ({series.name})", flush=True)
     return list(verdict.results)
+
+
+def series_verdict(store: Store, series_id: int) -> str:
+    """The worst outcome of a series' latest results, "-" before any."""
+    results = store.latest_results(series_id)
+    return worst((r.outcome for r in results), default=Outcome.PASS).value if results else "-"
+
+
+def _progress(settings: Settings, series_id: int) -> Callable[[str], None] | None:
+    """What `ingest` prints while a series is checked (a kernel series takes minutes)."""
+    if not settings.progress:
+        return None
+    return lambda msg: print(f"  series {series_id}: {msg}", flush=True)
 
 
 def process_pending(
@@ -789,9 +806,11 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     failures = 0
     try:
         while True:
+            started = datetime.now(UTC)
             stats = run_cycle(store, settings, clients, source)
             print(_cycle_line(stats), flush=True)
             if once:
+                _print_summary(store, started)
                 return 2 if stats["errors"] or stats.get("branch_errors") else 0
             # A database or disk fault: back off (up to 10 min) and keep going.
             failures = failures + 1 if stats.get("storage_errors") else 0
@@ -835,6 +854,25 @@ def _announce(store: Store, settings: Settings) -> IO[str] | None:
     return fh
 
 
+def _print_summary(store: Store, since: datetime) -> None:
+    """The series this run moved, with their state and verdict (`ingest --once` named
+    none of them)."""
+    rows = [r for r in store.list_series(limit=1000) if r.updated_at >= since]
+    if not rows:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from patchci.report.console import plain
+
+    t = Table(title="series this run")
+    for col in ("id", "name", "state", "verdict"):
+        t.add_column(col)
+    for r in reversed(rows):
+        t.add_row(*(plain(v) for v in (str(r.id), r.name, r.state, series_verdict(store, r.id))))
+    Console().print(t)
+
+
 def _cycle_line(stats: dict[str, int]) -> str:
     line = (
         f"ingest: {stats['new']} new series, {stats['checked']} checked, "
@@ -866,23 +904,12 @@ def show_series(settings: Settings, series_id: int | None) -> int:
     console = Console()
     if series_id is None:
         t = Table(title="series")
-        for col in ("id", "source", "name", "v", "tree", "state", "reason"):
+        for col in ("id", "source", "name", "v", "tree", "state", "verdict", "reason"):
             t.add_column(col)
         for r in store.list_series(limit=200):
-            t.add_row(
-                *(
-                    plain(v)
-                    for v in (
-                        str(r.id),
-                        r.source,
-                        r.name,
-                        str(r.version),
-                        r.tree or "-",
-                        r.state,
-                        r.state_reason,
-                    )
-                )
-            )
+            cells = (str(r.id), r.source, r.name, str(r.version), r.tree or "-", r.state,
+                     series_verdict(store, r.id), r.state_reason)  # fmt: skip
+            t.add_row(*(plain(v) for v in cells))
         console.print(t)
         return 0
     series = store.load_series(series_id)
