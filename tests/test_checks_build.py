@@ -200,3 +200,43 @@ def test_demo_check_samples_end_as_expected(tmp_path: Path) -> None:
         if sample.label == "kernel-doc regression" and has_kdoc:
             kd = [r for r in verdict.results if r.check == "kdoc"][-1]
             assert kd.description == "Warnings before: 0 after: 1 (add: 1 del: 0)"
+
+
+@pytest.mark.usefixtures("_gcc_and_make")
+def test_a_missing_build_tool_is_named(tmp_path: Path) -> None:
+    """Without flex the build check said "make defconfig failed: Target 'defconfig' not
+    remade because of errors" and logged a Python traceback. The tree's defconfig target
+    runs a program that is not installed here, as Kconfig runs flex."""
+    makefile = MAKEFILE + "\ndefconfig:\n\tflex-for-patchci-tests scripts/kconfig/lexer.l\n"
+    git = make_repo(tmp_path / "repo", {"Makefile": makefile, "foo.c": FOO, "dev.c": DEV})
+    base = git.rev_parse("HEAD")
+    assert base
+    c1 = commit_file(git, "dev.c", DEV + "/* comment */\n", "harmless")
+    chk = Build({"config": "defconfig", "build_dir": str(tmp_path / "cache"), "jobs": 1})
+    res = run_check(chk, _ctx(git, base, (c1,), 0, tmp_path))
+    assert res.outcome is Outcome.ERROR  # ours: the base must configure
+    assert "make defconfig failed: " in res.description
+    assert "flex-for-patchci-tests: No such file or directory" in res.description
+    log = Path(res.log_path or "").read_text()
+    assert "Traceback" not in log
+
+
+@pytest.mark.parametrize(
+    ("output", "cause"),
+    [
+        # real make 4.3 / dash output when the tool is not installed
+        ("flex scripts/kconfig/lexer.l\nmake: flex: No such file or directory\n"
+         "make: *** [Makefile:2: defconfig] Error 127\n",
+         "flex is not installed (apt-get install flex)"),
+        ("/bin/sh: 1: bison: not found\nmake[2]: *** [scripts/Makefile.host:9] Error 127\n",
+         "bison is not installed (apt-get install bison)"),
+        ("scripts/sign-file.c:25:10: fatal error: openssl/opensslv.h: No such file or directory",
+         "openssl/opensslv.h is missing (apt-get install libssl-dev)"),
+        ("tools/objtool/elf.c:10:10: fatal error: gelf.h: No such file or directory",
+         "gelf.h is missing (apt-get install libelf-dev)"),
+    ],
+)  # fmt: skip
+def test_setup_failure_names_the_debian_package(output: str, cause: str) -> None:
+    from patchci.checks.build import setup_failure
+
+    assert setup_failure(output) == cause

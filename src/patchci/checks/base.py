@@ -196,7 +196,9 @@ def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     except ToolMissing as e:
         verdict = Verdict(Outcome.SKIP, f"skipped: {e}")
     except InfraError as e:
-        verdict = Verdict(Outcome.ERROR, f"infrastructure error: {e}", traceback.format_exc())
+        # Ours, said in one line; the command output is in the message's own log, not a
+        # Python traceback (which hid the cause: "flex: not found").
+        verdict = Verdict(Outcome.ERROR, f"infrastructure error: {e}", getattr(e, "log", ""))
     except Exception as e:  # a crashing check must not take the series down
         log.exception("check %s crashed on series %s %s", check.name, ctx.series.key, where)
         verdict = Verdict(

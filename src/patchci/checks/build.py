@@ -66,6 +66,49 @@ MAX_RESULTS = 64
 MAX_LOG_DIAGS = 50
 
 
+# What a kernel build needs and Debian's package for it: a missing one made `make
+# defconfig` fail with "Target 'defconfig' not remade because of errors".
+BUILD_TOOLS = {"flex": "flex", "bison": "bison", "bc": "bc", "perl": "perl", "gcc": "gcc",
+               "pahole": "dwarves", "openssl": "openssl", "cpio": "cpio", "rsync": "rsync"}  # fmt: skip
+BUILD_HEADERS = {"openssl/": "libssl-dev", "gelf.h": "libelf-dev", "libelf.h": "libelf-dev",
+                 "ncurses.h": "libncurses-dev"}  # fmt: skip
+_NOT_FOUND = re.compile(
+    r"(?:^|[\s:])(?P<tool>[\w.+-]+): (?:not found|[Cc]ommand not found|No such file or directory)$"
+)
+_NO_HEADER = re.compile(r"fatal error: (?P<header>[\w./+-]+): No such file or directory")
+
+
+class BuildSetupFailed(InfraError):
+    """Configuring the build failed (ours: the base must configure); `log` is the output."""
+
+    def __init__(self, message: str, log: str) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+def setup_failure(output: str) -> str:
+    """The cause of a failed configuration step, in a few words: the missing tool or
+    header and its Debian package when the output names one, else the last error line."""
+    not_found: list[str] = []
+    for line in output.splitlines():
+        line = line.strip()
+        m = _NOT_FOUND.search(line)
+        if m and m.group("tool") in BUILD_TOOLS:
+            tool = m.group("tool")
+            return f"{tool} is not installed (apt-get install {BUILD_TOOLS[tool]})"
+        if m:
+            not_found.append(line)
+        h = _NO_HEADER.search(line)
+        if h:
+            pkg = next((p for k, p in BUILD_HEADERS.items() if k in h.group("header")), None)
+            if pkg:
+                return f"{h.group('header')} is missing (apt-get install {pkg})"
+    if not_found:  # a program or file we know no package for: the line says which
+        return not_found[0][:200]
+    errors = [ln.strip() for ln in output.splitlines() if "rror" in ln or "***" in ln]
+    return (errors or output.strip().splitlines()[-1:] or ["no output"])[0][:200]
+
+
 class BuildOptions(CheckOptions):
     """None means "what suits the tree": a kernel tree (scripts/Makefile.build) builds
     out of tree with W=1 from defconfig, WERROR options disabled; another tree plainly."""
@@ -332,7 +375,7 @@ class _BuildJob:
         self.bd.out.mkdir(parents=True, exist_ok=True)
         rc, out = self.invoke(self.make_argv(s.config), f"config {s.config}")
         if rc != 0:
-            raise InfraError(f"make {s.config} failed: {out.strip().splitlines()[-1:]}")
+            raise BuildSetupFailed(f"make {s.config} failed: {setup_failure(out)}", out)
         frags = [str(Path(f) if Path(f).is_absolute() else self.bd.src / f) for f in s.fragments]
         if s.disable:
             extra = self.bd.path / "disable.config"
@@ -351,7 +394,7 @@ class _BuildJob:
             argv = ["sh", str(script), "-m", "-O", str(cfg.parent), str(cfg), *frags]
             rc, out = self.invoke(argv, "merge config fragments")
             if rc != 0:
-                raise InfraError(f"merge_config.sh failed: {out.strip()[-300:]}")
+                raise BuildSetupFailed(f"merge_config.sh failed: {setup_failure(out)}", out)
         else:
             with cfg.open("a") as fh:
                 for f in frags:
