@@ -642,12 +642,13 @@ class Store(Database):
         now: datetime | None = None,
         max_attempts: int = 3,
         dead: Callable[[str], bool] = lambda _worker: False,
+        poison_kinds: tuple[str, ...] = ("checks",),
     ) -> list[JobRow]:
         """Running jobs whose lease ended, or whose worker is *dead* (known gone: a killed
         process of this host): each becomes `error` with the reason, and its series goes
         back from the claimed state to the one it was taken from (*states*: claimed →
-        previous), or to `error` once *max_attempts* jobs of that kind died on it. Returns
-        the jobs reclaimed."""
+        previous), or to `error` once *max_attempts* jobs of a kind in *poison_kinds* died
+        on it. Returns the jobs reclaimed."""
         now = now or utcnow()
         jc, sc = t.jobs.c, t.series.c
         out: list[JobRow] = []
@@ -672,7 +673,8 @@ class Store(Database):
                 srow = conn.execute(select(sc.state).where(sc.id == job.series_id)).first()
                 if srow is not None and srow.state in states:
                     back, reason = states[srow.state], f"taken up again: {why}"
-                    if died >= max_attempts:
+                    # Only patch code (the checks) can be why a worker dies; posting is ours.
+                    if died >= max_attempts and job.kind in poison_kinds:
                         back = "error"
                         reason = f"its {job.kind} stopped the worker {died} times ({why})"
                     conn.execute(
