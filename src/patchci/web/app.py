@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import event
@@ -85,12 +86,56 @@ def create_app(
     app.include_router(contest.api, prefix=API_PREFIX)
     app.include_router(history.api, prefix=API_PREFIX)
     _add_error_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
         return RedirectResponse("/series", status_code=302)
 
     return app
+
+
+_PROBLEM = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "array", "items": {
+        "type": "object",
+        "properties": {"loc": {"type": "array", "items": {"type": "string"}},
+                       "msg": {"type": "string"}},
+    }}},
+}  # fmt: skip
+_NOT_FOUND = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string"}},
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The schema of what the API answers: a bad query is 400 (not FastAPI's 422, see
+    bad_request), an unknown id 404."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                         routes=app.routes)  # fmt: skip
+    comps = schema.setdefault("components", {}).setdefault("schemas", {})
+    comps["Problem"], comps["NotFound"] = _PROBLEM, _NOT_FOUND
+    for path, ops in schema.get("paths", {}).items():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            if op.get("parameters"):
+                responses["400"] = {"description": "A malformed query or path parameter",
+                                    "content": {"application/json": {"schema": {
+                                        "$ref": "#/components/schemas/Problem"}}}}  # fmt: skip
+            if "{" in path:
+                responses["404"] = {"description": "No such object",
+                                    "content": {"application/json": {"schema": {
+                                        "$ref": "#/components/schemas/NotFound"}}}}  # fmt: skip
+    for name in ("HTTPValidationError", "ValidationError"):
+        comps.pop(name, None)
+    app.openapi_schema = schema
+    return schema
 
 
 def _is_api(request: Request) -> bool:
@@ -112,9 +157,14 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Keep the exception's headers: a 405 must say what is Allowed.
+        headers = dict(exc.headers or {})
         if _is_api(request):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
-        return render.error_page(request, exc.status_code, str(exc.detail), [])
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                                headers=headers)  # fmt: skip
+        resp = render.error_page(request, exc.status_code, str(exc.detail), [])
+        resp.headers.update(headers)
+        return resp
 
     @app.exception_handler(Exception)
     def server_error(request: Request, exc: Exception) -> Response:
