@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -377,3 +378,32 @@ def test_series_format_numbering(tmp_path: Path) -> None:
 def test_series_format_does_not_need_apply() -> None:
     chk = make_check("series_format")
     assert chk.needs_apply is False and chk.scope.value == "series"
+
+
+def test_reproducers_are_valid_shell_and_do_not_need_the_scratch_worktree(
+    repo: Git, tmp_path: Path
+) -> None:
+    """The reproduce commands were bash syntax errors (`cd …/wt-<msgid>`) and pointed at
+    worktrees deleted after the check."""
+    import subprocess
+
+    from patchci.apply import apply_series
+
+    base = repo.rev_parse("HEAD")
+    assert base
+    commit_file(repo, "a.c", "int a;\n", "a: add\n\nSigned-off-by: J <j@x>")
+    mails = format_patches(repo, f"{base}..HEAD")
+    repo.run("reset", "--quiet", "--hard", base)
+    # an mbox source's key is the Message-Id of the thread root: <...@...>
+    series = dataclasses.replace(series_from_mails(mails), key="<20261206.1-a@example.org>")
+    with apply_series(repo, "main", series, tmp_path / "work") as applied:
+        assert applied.worktree is not None and "<" not in str(applied.worktree)
+        ctx = CheckContext(series, Tree("net", str(repo.repo)), applied.worktree, base,
+                           applied.commits, 0, {}, tmp_path / "logs")  # fmt: skip
+        repro = ctx.reproducer(["scripts/checkpatch.pl", "--strict", "a file with spaces"])
+        show = ctx.reproducer(["cat", "a.c"])
+    assert subprocess.run(["bash", "-n", "-c", repro], check=False).returncode == 0
+    assert str(tmp_path / "work") not in repro  # the scratch worktree is gone by now
+    r = subprocess.run(["bash", "-c", show], cwd=tmp_path, capture_output=True, text=True,
+                       check=False)  # fmt: skip
+    assert r.stdout.endswith("int a;\n"), r.stdout + r.stderr  # the patched tree, rebuilt

@@ -184,7 +184,7 @@ def test_ingest_posts_every_expected_check_exactly_once(rig: Rig, demo: Demo) ->
 
     emu.clear_log()
     second = rig.cycle()
-    assert second == {"new": 0, "checked": 0, "posted": 0, "errors": 0}
+    assert second == {"new": 0, "checked": 0, "posted": 0, "errors": 0, "post_failures": 0}
     assert check_posts(emu) == []
 
 
@@ -347,7 +347,7 @@ def test_bad_token_is_a_source_error_not_a_crash(rig: Rig, demo: Demo) -> None:
     rig.emu.add_series_from_mbox(demo.samples[NET_FIX].mbox)
     r = rig.restart(token="0" * 40)
     stats = r.cycle()
-    assert stats == {"new": 0, "checked": 0, "posted": 0, "errors": 1}
+    assert stats == {"new": 0, "checked": 0, "posted": 0, "errors": 1, "post_failures": 0}
 
 
 def test_unknown_project_is_reported_not_silently_empty(

@@ -137,7 +137,7 @@ def test_killed_between_storing_results_and_reporting(
 
     r = rig.restart()
     stats = r.cycle()
-    assert stats == {"new": 0, "checked": 0, "posted": 3 * N, "errors": 0}
+    assert stats == {"new": 0, "checked": 0, "posted": 3 * N, "errors": 0, "post_failures": 0}
     _exactly_once(r, sid)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ def apply_series(
         yield dataclasses.replace(_error(git, workdir, base, msg, n), repo=git.repo)
         return
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"wt-{series.key}".replace("/", "_")
+    # A Message-Id key holds <, > and @: not in a path a shell command will name.
+    path = workdir / ("wt-" + re.sub(r"[^A-Za-z0-9._-]+", "_", series.key)[:80])
     # the whole apply (worktree checkout included) shares one budget
     scratch = Git(git.repo, timeout=timeout, deadline=time.monotonic() + timeout)
     yielded = False

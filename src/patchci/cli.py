@@ -69,9 +69,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     )
     for t in s.trees:
         print(f"  tree {t.name}: tags {', '.join(t.tags) or t.name}; checks {', '.join(t.checks)}")
+    from patchci.daemon import token_problems
     from patchci.sandbox import describe
 
     print(f"  sandbox: {describe(s.untrusted())}")
+    for line in token_problems(s):
+        print(f"  warning: {line}")
     return EXIT_OK
 
 

@@ -716,7 +716,7 @@ def run_cycle(
     """One pass: poll every source, check what is new, report, then (with streams
     configured) cut the branches due at *now*. Never raises for one source's or one
     stream's failure: it is logged and the others go on."""
-    stats = {"new": 0, "checked": 0, "posted": 0, "errors": 0}
+    stats = {"new": 0, "checked": 0, "posted": 0, "errors": 0, "post_failures": 0}
     for src in settings.sources:
         if only and src.name != only:
             continue
@@ -747,6 +747,7 @@ def run_cycle(
         leftovers = report_pending(store, settings, clients)
         stats["checked"], delivered = process_pending(store, settings, clients)
         stats["posted"] = (leftovers + delivered).posted
+        stats["post_failures"] = (leftovers + delivered).failed
     except (SQLAlchemyError, OSError) as e:  # the database or the data directory failed
         log.error("%s", storage_reason(e, settings))
         stats["errors"] += 1
@@ -758,6 +759,17 @@ def run_cycle(
         stats["branches"] = sum(c.branch is not None for c in cuts)
         stats["branch_errors"] = sum(bool(c.errors) for c in cuts)
     return stats
+
+
+def token_problems(settings: Settings) -> list[str]:
+    """Patchwork sources whose token variable is unset: every check post would be refused
+    (403), and nothing said so before."""
+    return [
+        f"sources.{s.name}: ${s.token_env} is not set: no check can be posted to {s.url} "
+        "(export a maintainer's API token)"
+        for s in settings.sources
+        if isinstance(s, PatchworkSource) and settings.report.patchwork.enabled and not s.token()
+    ]
 
 
 def storage_reason(e: BaseException, settings: Settings) -> str:
@@ -785,6 +797,8 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
 
     sandbox = settings.untrusted()
     (log.info if sandbox.isolated else log.warning)("%s", describe(sandbox))
+    for line in token_problems(settings):
+        print(f"patchci: warning: {line}", file=sys.stderr, flush=True)
     store = open_store(settings)
     clients = {s.name: make_client(s) for s in settings.sources if isinstance(s, PatchworkSource)}
     if source and source not in {s.name for s in settings.sources}:
@@ -811,7 +825,8 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
             print(_cycle_line(stats), flush=True)
             if once:
                 _print_summary(store, started)
-                return 2 if stats["errors"] or stats.get("branch_errors") else 0
+                failed = stats["errors"] or stats["post_failures"] or stats.get("branch_errors")
+                return 2 if failed else 0
             # A database or disk fault: back off (up to 10 min) and keep going.
             failures = failures + 1 if stats.get("storage_errors") else 0
             wait = min(interval * 2**failures, max(interval, 600.0)) if failures else interval
@@ -876,7 +891,8 @@ def _print_summary(store: Store, since: datetime) -> None:
 def _cycle_line(stats: dict[str, int]) -> str:
     line = (
         f"ingest: {stats['new']} new series, {stats['checked']} checked, "
-        f"{stats['posted']} checks posted, {stats['errors']} source errors"
+        f"{stats['posted']} checks posted, {stats['post_failures']} posts failed, "
+        f"{stats['errors']} source errors"
     )
     if "branches" in stats:
         line += f", {stats['branches']} branches cut, {stats['branch_errors']} stream errors"

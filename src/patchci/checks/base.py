@@ -9,6 +9,7 @@ tool into SKIP, a crash or a hang into ERROR (ours, never the patch's), and writ
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import time
 import traceback
@@ -76,6 +77,14 @@ class CheckContext:
         if self.patch_index is None or self.patch_index == 0:
             return self.base
         return self.commits[self.patch_index - 1]
+
+    def reproducer(self, argv: Sequence[str]) -> str:
+        """What a person pastes to run *argv* as the check did: a fresh worktree of the
+        tree at this commit (the scratch one is gone once the check ends), every word
+        quoted (a worktree named after a Message-Id, `wt-<...>`, was a bash syntax error)."""
+        tree = shlex.quote(self.tree.path)
+        return (f'wt=$(mktemp -d) && git -C {tree} worktree add --detach "$wt" {self.commit}'
+                f' && cd "$wt" && {shlex.join(argv)}')  # fmt: skip
 
     def remaining(self) -> float:
         return max(self.deadline - time.monotonic(), 0.001)

@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -454,7 +455,7 @@ class _BuildJob:
         ctx = self.ctx
         delta = buildlog.diff_warnings(before.diagnostics, after.diagnostics)
         body = "\n".join(self.lines) + "\n\n" + _delta_log(delta, after)
-        repro = f"cd {self.bd.src} && {' '.join(self.make_argv())}"
+        repro = f"cd {shlex.quote(str(self.bd.src))} && {shlex.join(self.make_argv())}"
         if not parent_ok and ctx.parent == ctx.base:
             desc = f"base does not build: {before.first_error()}"[:250]
             return Verdict(Outcome.ERROR, desc, body + _tail(before), repro)

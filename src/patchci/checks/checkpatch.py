@@ -14,7 +14,6 @@ other than 0/1, or output without checkpatch's `total:` line, is an ERROR of the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from patchci import checkpatch_output
@@ -72,7 +71,7 @@ class Checkpatch(Check):
         res = ctx.run(self.argv(), input=patch.encode("utf-8"))
         parsed = checkpatch_output.parse_checkpatch(res.stdout.splitlines())
         outcome, desc = checkpatch_output.verdict(parsed)
-        repro = f"cd {ctx.worktree} && {' '.join(self.argv()[:-1])} {Path(patch_file)}"
+        repro = ctx.reproducer([*self.argv()[:-1], str(patch_file)])
         if res.returncode not in (0, 1) or (res.returncode == 1 and not parsed.has_total):
             return Verdict(
                 Outcome.ERROR, f"checkpatch.pl failed (exit {res.returncode})", res.output, repro

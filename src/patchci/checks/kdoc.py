@@ -92,7 +92,7 @@ class KernelDoc(Check):
         if delta.unparsed_after > delta.unparsed_before:
             lines += ["Unparsed output after the patch:", *after.unparsed, ""]
         lines += ["--- kernel-doc after the patch ---", out_after]
-        repro = f"cd {ctx.worktree} && {self._script()} -none {' '.join(after_files)}"
+        repro = ctx.reproducer([self._script(), "-none", *after_files])
         return Verdict(outcome, desc, "\n".join(lines), repro)
 
 

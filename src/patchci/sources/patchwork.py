@@ -144,6 +144,7 @@ class PatchworkClient:
         self.timeout = timeout
         self._sleep = sleep
         headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        self.has_token = bool(token)
         if token:
             headers["Authorization"] = f"Token {token}"
         self._http = httpx.Client(
@@ -350,11 +351,12 @@ class PatchworkClient:
                 raise _Retry(msg)
             raise FetchError(f"{what} failed: {msg} (not retried: the server may have acted)")
         if code == 403:
-            hint = (
-                "check the Patchwork token"
-                if "token" in detail.lower()
-                else f"the CI account must be a maintainer of project {self.project}"
-            )
+            if not self.has_token:  # nothing was sent: the account is not to blame
+                hint = "no token was sent: set the source's token_env variable"
+            elif "token" in detail.lower():
+                hint = "check the Patchwork token"
+            else:
+                hint = f"the CI account must be a maintainer of project {self.project}"
             raise PatchworkAuthError(f"{what}: 403 {detail} ({hint})", detail)
         if code == 400:
             errors = _field_errors(resp)

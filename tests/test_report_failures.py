@@ -1,0 +1,70 @@
+"""Failed posts and missing credentials are never silent (issue 16, first part), through
+`patchci ingest --once` and `config check` against the Patchwork emulator.
+
+With a non-maintainer token or no token at all, ingest printed "0 source errors" and
+exited 0; with the token's variable unset, every post got 403 with the hint "the CI
+account must be a maintainer", though no credentials were sent.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from patchci.devtools.pwemu import FakePatchwork
+from tests.test_daemon import NET_FIX, SOURCE, Demo, demo, emu
+from tests.test_leases import _config
+
+__all__ = ["demo", "emu"]
+
+
+def _run(cfg: Path, token: str | None) -> tuple[int, str, str]:
+    """`patchci ingest --once` with *token* in its environment, or none at all."""
+    exe = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "patchci"
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "patchci"]
+    env = {k: v for k, v in os.environ.items() if k != "PATCHCI_TEST_PW_TOKEN"}
+    if token is not None:
+        env["PATCHCI_TEST_PW_TOKEN"] = token
+    r = subprocess.run([*argv, "-c", str(cfg), "ingest", "--once"], env=env, text=True,
+                       capture_output=True, timeout=120, check=False)  # fmt: skip
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_failed_posts_are_counted_and_exit_2(
+    tmp_path: Path, emu: FakePatchwork, demo: Demo
+) -> None:
+    emu.add_series_from_mbox(demo.samples[NET_FIX].mbox)
+    reader = emu.add_user("reader")  # not a maintainer: every post is a 403
+    cfg = _config(tmp_path, emu, demo)
+
+    rc, out, err = _run(cfg, reader)
+
+    assert rc == 2, out + err
+    assert "0 checks posted, 5 posts failed" in out
+
+
+def test_an_unset_token_is_said_at_start_and_not_blamed_on_the_account(
+    tmp_path: Path, emu: FakePatchwork, demo: Demo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from patchci.cli import main
+
+    emu.add_series_from_mbox(demo.samples[NET_FIX].mbox)
+    cfg = _config(tmp_path, emu, demo)
+
+    rc, out, err = _run(cfg, None)
+
+    assert rc == 2
+    assert "$PATCHCI_TEST_PW_TOKEN is not set" in err
+    assert "posts failed" in out and "0 posts failed" not in out
+    os.environ.pop("PATCHCI_TEST_PW_TOKEN", None)
+    assert main(["config", "check", str(cfg)]) == 0
+    assert f"sources.{SOURCE}: $PATCHCI_TEST_PW_TOKEN is not set" in capsys.readouterr().out
+    db = sqlite3.connect(tmp_path / "data" / "patchci.db")
+    errors = [e for (e,) in db.execute("select error from deliveries where status='failed'")]
+    assert errors and all("no token was sent" in e for e in errors)
+    assert not any("maintainer" in e for e in errors)
