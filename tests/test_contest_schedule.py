@@ -383,6 +383,9 @@ def test_cli_ingest_once_cuts_the_due_branch(
 
     assert main(["-c", str(cfg), "ingest", "--once"]) == 0
 
-    assert "0 posts failed, 0 source errors, 1 branches cut, 0 stream errors" in capsys.readouterr().out
+    assert (
+        "0 posts failed, 0 source errors, 1 branches cut, 0 stream errors"
+        in capsys.readouterr().out
+    )
     assert len(world.branches()) == 1
     assert [c.patch_id for c in world.contest_checks()] == world.patch_ids

@@ -252,9 +252,7 @@ def test_post_that_times_out_but_lands_is_not_posted_twice(rig: Rig, demo: Demo)
     _exactly_once(r, sid)
 
 
-def test_a_restart_while_a_slow_post_is_in_flight_posts_no_duplicate(
-    rig: Rig, demo: Demo
-) -> None:
+def test_a_restart_while_a_slow_post_is_in_flight_posts_no_duplicate(rig: Rig, demo: Demo) -> None:
     """A kill while a check POST was still being handled by a slow Patchwork gave a
     duplicate: the restarted daemon reconciled before the first POST had landed, then
     posted again (all 7 duplicates of the kill campaign)."""
