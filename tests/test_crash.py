@@ -637,3 +637,23 @@ def test_large_log_is_linear_enough() -> None:
     lines = read(BOOT_LOG) * 60 + read(PANIC_LOG) * 5  # ~32k lines
     crashes = detect(lines)
     assert len(crashes) == 25
+
+
+def test_two_blocks_never_share_a_line() -> None:
+    """Two crash blocks could overlap: a splat without a call trace reads on, took the
+    next splat's "cut here" line, and the next block took it too."""
+    log = [
+        "[    1.000000] BUG: scheduling while atomic: swapper/0/0/0x00000002",
+        "[    1.000001] Modules linked in:",
+        "[    1.000002] ------------[ cut here ]------------",
+        "[    1.000003] WARNING: CPU: 0 PID: 1 at net/core/dev.c:42 dev_thing+0x1a/0x40",
+        "[    1.000004] Call Trace:",
+        "[    1.000005]  <TASK>",
+        "[    1.000006]  dev_do_thing+0x2c/0x80",
+        "[    1.000007]  </TASK>",
+        "[    1.000008] ---[ end trace 0000000000000000 ]---",
+    ]
+    first, second = detect(log)
+    assert first.end_line < second.start_line
+    assert second.start_line == 3 and "cut here" in second.lines[0]
+    assert not any("cut here" in ln for ln in first.lines)

@@ -536,8 +536,16 @@ class CrashDetector:
             if kind.rank > blk.kind.rank:
                 blk.kind, blk.sub = kind, sub or blk.sub
             return []
-        closed = [self._close()] if blk is not None else []
-        self._open = self._start(kind, sub, raw)
+        new = self._start(kind, sub, raw)
+        closed = []
+        if blk is not None:
+            # The new splat may start before its title (its "cut here" line): the open one
+            # ends before that, so two blocks never share a line.
+            keep = new.start_line - blk.start_line
+            if 0 < keep < len(blk.lines):
+                del blk.lines[keep:]
+            closed.append(self._close())
+        self._open = new
         return closed
 
     def _merges(self, blk: _Block, kind: Kind) -> bool:
