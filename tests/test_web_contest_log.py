@@ -27,6 +27,7 @@ from tests.web_server import (
     Hostile,
     TestClient,
     client_for,
+    contest_branch_name,
     copy_data_dir,
     demo_dir,
     hostile,
@@ -380,3 +381,18 @@ def test_subtest_search_is_literal(contest: TestClient, payload: str) -> None:
         params = {**DEMO, "subtests": "on", "name": payload, "outcome": outcome}
         assert api(contest, **params)["total"] == 0
         assert contest.get("/contest", params=params).status_code == 200
+
+
+def test_a_branch_page_lists_its_series(contest: TestClient, hostile: Hostile) -> None:
+    """No page listed the series of a test branch."""
+    html = contest.get("/contest", params={"branch": contest_branch_name(2)}).text
+    table = re.search(r'<table class="results" id="branch-series">(.*?)</table>', html, re.S)
+    assert table is not None
+    got = re.findall(r'<tr class="branch-series-row" data-included="(yes|no)"><td>(.*?)</td>',
+                     table.group(1), re.S)  # fmt: skip
+    included = [unescape(re.sub(r"<[^>]+>", "", cell)) for flag, cell in got if flag == "yes"]
+    left_out = [unescape(re.sub(r"<[^>]+>", "", cell)) for flag, cell in got if flag == "no"]
+    assert included == ["1", "2", str(hostile.series_id)] and left_out == ["3"]
+    assert "&lt;b&gt;check build failed&lt;/b&gt;" in table.group(1)  # the reason, escaped
+    assert f'href="/series/{hostile.series_id}"' in table.group(1)
+    assert 'id="branch-series"' not in contest.get("/contest").text  # only for one branch

@@ -425,3 +425,26 @@ def series_branches(conn: Connection, series_id: int) -> list[SeriesBranch]:
         )  # fmt: skip
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class BranchSeries:
+    """A series a test branch took in or left out, and why."""
+
+    series_id: int
+    name: str | None  # None: a series this database does not hold (imported branch)
+    included: bool
+    reason: str
+
+
+def branch_series(conn: Connection, branch: str) -> list[BranchSeries]:
+    """The series of *branch*: those in it first (in order), then those left out."""
+    bs, b, sc = t.branch_series.c, t.branches.c, t.series.c
+    q = (
+        select(bs.series_id, bs.included, bs.reason, sc.name)
+        .join(t.branches, b.id == bs.branch_id)
+        .outerjoin(t.series, sc.id == bs.series_id)
+        .where(b.name == branch)
+        .order_by(bs.included.desc(), bs.series_id)
+    )
+    return [BranchSeries(r.series_id, r.name, bool(r.included), r.reason) for r in conn.execute(q)]

@@ -111,6 +111,8 @@ def contest_page(request: Request, conn: Conn, web: Web, f: Filter, q: LogQ) -> 
     log = cq.result_log(conn, f, web.contest_logs_dir, q)
     ctx = {
         "log": log, "f": f, "lq": q, "links": _log_links(f, q, log), "hidden": _view_params(q),
+        # one branch: which series it tested (no page listed them)
+        "branch_series": cq.branch_series(conn, f.branch) if f.branch else [],
         **_menus(conn),
     }  # fmt: skip
     return page(request, "contest.html", ctx)
