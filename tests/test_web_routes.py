@@ -533,3 +533,14 @@ def test_nav_has_the_contest_pages(client: TestClient) -> None:
     empty = client.get("/flakes", params={"stream": STREAM})
     assert empty.status_code == 200 and "no test flipped" in empty.text
     assert "no results match" in client.get("/contest", params={"stream": STREAM}).text
+
+
+def test_series_page_verdict_includes_the_posted_contest_verdict(client: TestClient) -> None:
+    """The series page said "pass" while `contest fail` was posted to Patchwork."""
+    sid = series_id(client, "[net-next] foo: cap the queue count at 8")  # breaks foo_queues
+    html = client.get(f"/series/{sid}").text
+    contest = re.search(r'<dd id="contest-verdict">(.*?)</dd>', html, re.S)
+    assert contest is not None and "o-fail" in contest.group(1)
+    assert "foo-queues" in unescape(contest.group(1))
+    verdict = re.search(r'<dd id="verdict">(.*?)</dd>', html, re.S)
+    assert verdict is not None and "o-fail" in verdict.group(1)

@@ -8,7 +8,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from patchci.model import Outcome
+from patchci.contest import series_verdict
+from patchci.db.results import ResultsStore
+from patchci.model import Outcome, worst
+from patchci.report.contest import ContestSummary
 from patchci.web import queries
 from patchci.web.render import page
 from patchci.web.routes.deps import Conn, Filter, Now, PageNo, PerPage, SeriesId, Web
@@ -55,7 +58,30 @@ def series_page(request: Request, series_id: SeriesId, conn: Conn, web: Web) -> 
     detail = queries.series_detail(conn, series_id, web.logs_dir)
     if detail is None:
         raise HTTPException(404, f"series {series_id} is not in the database")
-    return page(request, "series.html", {"d": detail, "s": detail.series})
+    contest = _contest_verdict(request, series_id)
+    verdict = detail.series.verdict
+    contest_outcome = None
+    if contest is not None:  # the page said "pass" while `contest: fail` was posted
+        contest_outcome = _PW_OUTCOME.get(contest.state, Outcome.PENDING)
+        checks = Outcome.stored_or_none(verdict)
+        verdict = worst([contest_outcome, *([checks] if checks else [])]).value
+    ctx = {"d": detail, "s": detail.series, "contest": contest, "verdict": verdict,
+           "contest_outcome": contest_outcome.value if contest_outcome else None}  # fmt: skip
+    return page(request, "series.html", ctx)
+
+
+_PW_OUTCOME = {"success": Outcome.PASS, "warning": Outcome.WARN, "fail": Outcome.FAIL,
+               "pending": Outcome.PENDING}  # fmt: skip
+
+
+def _contest_verdict(request: Request, series_id: int) -> ContestSummary | None:
+    """The `contest` verdict the series shows on Patchwork (its newest branch's, by the
+    rule contest checks are posted with), or None when no branch took it."""
+    results = ResultsStore(request.app.state.engine)
+    branches = results.branches_of_series(series_id)
+    if not branches:
+        return None
+    return series_verdict(results, series_id, branches[-1], {})
 
 
 @router.get("/status", response_class=HTMLResponse)
