@@ -20,11 +20,12 @@ import pytest
 
 from patchci.cli import main
 from patchci.config import Settings, build_settings
-from patchci.daemon import expire_incomplete, open_store, run_cycle
+from patchci.daemon import open_store, run_cycle
 from patchci.db.store import Store
 from patchci.demo.series import Sample, build_samples
 from patchci.demo.tree import build_tree
 from patchci.devtools.pwemu import FakePatchwork
+from patchci.service.ingest import expire_incomplete
 from patchci.sources.patchwork import PatchworkClient
 
 PROJECT = "demo"

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from patchci import daemon
-from patchci.daemon import GONE_ATTEMPTS, run_cycle
+from patchci.daemon import run_cycle
 from patchci.db.store import Store
 from patchci.errors import ApplyFailed
 from patchci.model import Outcome
+from patchci.service import ingest
+from patchci.service.ingest import GONE_ATTEMPTS
 from tests.test_daemon import (
     CHECKS,
     NET_FIX,
@@ -84,7 +86,7 @@ def test_a_crashing_mail_parser_is_ours_not_the_patch(
     def broken(_raw: bytes) -> None:
         raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
 
-    monkeypatch.setattr(daemon, "parse_mail", broken)
+    monkeypatch.setattr(ingest, "parse_mail", broken)
     stats = rig.cycle()
 
     assert stats["errors"] == 0
@@ -155,7 +157,7 @@ def test_an_incomplete_series_is_stored_incomplete_in_the_same_transaction(
     series `new`: it was checked as complete and its later patches never got checks."""
     emu = rig.emu
     pw = emu.add_series_from_mbox(demo.samples[TWO_OF_THREE].mbox, complete=False)
-    series = daemon.fetch_pw_series(rig.client, SOURCE, pw).series
+    series = ingest.fetch_pw_series(rig.client, SOURCE, pw).series
     assert not series.complete
 
     sid = rig.store.save_series_with_event(series, f"{SOURCE}#created", 1, "2026-01-01T00:00:00")

@@ -1,0 +1,1 @@
+"""Restartable jobs the daemon runs, one module per job: ingest first."""
