@@ -68,11 +68,13 @@ class _Step:
 
 @contextlib.contextmanager
 def apply_series(
-    git: Git, base: str, series: Series, workdir: Path, *, timeout: float = 300
-) -> Iterator[Applied]:
+    git: Git, base: str, series: Series, workdir: Path, *, timeout: float = 300,
+    reuse: Path | None = None,
+) -> Iterator[Applied]:  # fmt: skip
     """Apply *series* on *base* of the tree *git* in a worktree under *workdir*.
 
-    Yields an Applied whatever happens; the worktree is removed when the block exits.
+    Yields an Applied whatever happens; the worktree is removed when the block exits, or,
+    with *reuse* (a directory of persistent worktrees), kept and reset for the next series.
     """
     n = len(series.patches)
     sha = git.rev_parse(base)
@@ -88,12 +90,15 @@ def apply_series(
     scratch = Git(git.repo, timeout=timeout, deadline=time.monotonic() + timeout)
     yielded = False
     try:
-        with scratch.scratch_worktree(sha, path) as wt:
+        worktree = (
+            scratch.reused_worktree(sha, reuse) if reuse else scratch.scratch_worktree(sha, path)
+        )
+        with worktree as wt:
             try:
                 applied = _apply_all(wt, sha, series)
             except InfraError as e:
                 log.error("series %s: applying failed (infrastructure): %s", series.key, e)
-                applied = _error(wt, path, sha, f"infrastructure error while applying: {e}", n)
+                applied = _error(wt, wt.repo, sha, f"infrastructure error while applying: {e}", n)
             yielded = True
             yield dataclasses.replace(applied, repo=git.repo)
     except InfraError as e:

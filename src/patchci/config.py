@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from patchci.errors import ConfigError
-from patchci.model import Tree
+from patchci.model import Tree, base_ref
 
 if TYPE_CHECKING:
     from patchci.brancher import StreamConfig
@@ -61,7 +61,12 @@ class TreeConfig(_Model):
     name: Annotated[str, Field(pattern=NAME_RE)]
     path: str | None = None
     url: str | None = None
+    # A `path` tree: the remote to fetch; its `branch` is then the base (the checkout and
+    # the local branches are never touched).
+    remote: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")] | None = None
     branch: str = "main"
+    # A tree is fetched before a series is applied when its last fetch is older than this.
+    fetch_interval: Annotated[float, Field(ge=0)] = 60.0
     tags: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     checks: tuple[str, ...] = DEFAULT_CHECKS
@@ -70,7 +75,19 @@ class TreeConfig(_Model):
     def _need_location(self) -> TreeConfig:
         if not self.path and not self.url:
             raise ValueError("needs 'path' (a local git tree) or 'url' (cloned into data_dir)")
+        if self.path and self.url:
+            raise ValueError(
+                "has both 'path' and 'url': a 'url' tree is cloned into "
+                "data_dir; a 'path' tree fetches the remote named by 'remote'"
+            )
+        if self.remote and not self.path:
+            raise ValueError("'remote' is for a 'path' tree (a 'url' tree is its own remote)")
         return self
+
+    @property
+    def base_ref(self) -> str:
+        """The ref its series are applied to and its test branches are cut from."""
+        return base_ref(self.url, self.remote, self.branch)
 
 
 class StreamSettings(_Model):
@@ -99,7 +116,7 @@ class StreamSettings(_Model):
         return StreamConfig(
             name=self.name,
             prefix=self.prefix if self.prefix is not None else f"{self.name}-",
-            base_branch=self.base_branch or tree.branch,
+            base_branch=self.base_branch or tree.base_ref,
             merges=self.merges,
             every_hours=self.every_hours,
             gate_checks=self.gate_checks,
@@ -216,7 +233,10 @@ class Settings(_Model):
     def tree_path(self, tree: TreeConfig) -> Path:
         if tree.path:
             return Path(os.path.expanduser(tree.path)).resolve()
-        return self.data_path / "trees" / tree.name
+        from patchci.trees import mirror_path
+
+        assert tree.url is not None
+        return mirror_path(self.data_path, tree.url)
 
     def model_trees(self) -> tuple[Tree, ...]:
         return tuple(
@@ -227,6 +247,8 @@ class Settings(_Model):
                 tags=t.tags,
                 paths=t.paths,
                 url=t.url,
+                remote=t.remote,
+                fetch_interval=t.fetch_interval,
             )
             for t in self.trees
         )

@@ -59,6 +59,7 @@ from patchci.report.deliver import DeliveryStats, deliver_posts
 from patchci.report.patchwork import CheckPost
 from patchci.sandbox import Sandbox
 from patchci.sources.patchwork import PatchworkClient
+from patchci.trees import TreeSync
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +301,8 @@ def _cut_stream(
     tree = settings.tree(ss.tree)
     stream = ss.stream_config(tree)
     path = settings.tree_path(tree)
+    # a branch is cut from today's base: fetched now (a failure is ours: the cut is retried)
+    TreeSync().base(next(t for t in settings.model_trees() if t.name == tree.name), force=True)
     tests = selftest_specs(path, stream.base_branch, ss.tests_dir, ss.test_timeout)
     return cut_and_run(
         store, results, tree_path=path, tree=tree.name, stream=stream,

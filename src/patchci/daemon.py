@@ -48,10 +48,11 @@ from patchci.model import (
     Outcome,
     worst,
 )
-from patchci.pipeline import check_series
+from patchci.pipeline import Workspace, check_series
 from patchci.report.deliver import DeliveryStats, deliver_checks
 from patchci.service.ingest import expire_incomplete, poll_created, poll_mail, poll_patchwork
 from patchci.sources.patchwork import PatchworkClient
+from patchci.trees import TreeSync
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +146,20 @@ def _holding(store: Store, job: int, owner: str) -> Iterator[threading.Event]:
         t.join(timeout=5)
 
 
+def make_workspace(settings: Settings) -> Workspace:
+    """Trees fetched when due (one TreeSync per process: it remembers the last fetches) and
+    a persistent worktree per check worker under data_dir/worktrees/<tree>."""
+    return Workspace(base=TreeSync().base, worktrees=settings.data_path / "worktrees")
+
+
 def process_series(
     store: Store, settings: Settings, series_id: int, job: int | None = None,
-    owner: str | None = None,
+    owner: str | None = None, workspace: Workspace | None = None,
 ) -> list[CheckResult]:  # fmt: skip
     """Check a series whose job (claimed by claim_series) is *job*; without one, a job is
     made for it here (`patchci process` on one series, tests)."""
     owner = owner or worker_id(store)
+    ws = workspace or make_workspace(settings)
     if job is None:
         job = store.create_job(series_id, "checks")
         store.start_job(job, worker=owner)
@@ -160,7 +168,7 @@ def process_series(
     try:
         with _holding(store, job, owner) as lost:
             verdict = check_series(series, settings.model_trees(), checks_for_tree(settings),
-                                   log_dir, sandbox=settings.untrusted(),
+                                   log_dir, sandbox=settings.untrusted(), workspace=ws,
                                    progress=_progress(settings, series_id))  # fmt: skip
         if lost.is_set():
             log.warning("series %s job %s: lease lost while checking; results dropped "
@@ -217,12 +225,13 @@ def _progress(settings: Settings, series_id: int) -> Callable[[str], None] | Non
 
 def process_pending(
     store: Store, settings: Settings, clients: dict[str, PatchworkClient] | None = None,
-    *, limit: int = 1000,
+    *, limit: int = 1000, workspace: Workspace | None = None,
 ) -> tuple[int, DeliveryStats]:  # fmt: skip
     """Check the new series one claim at a time; with *clients*, post each series'
     results as soon as they exist (the whole backlog was checked before anything was
     posted, so a kill lost every post of the cycle)."""
     owner = worker_id(store)
+    ws = workspace or make_workspace(settings)
     n = 0
     posted = DeliveryStats()
     while n < limit:
@@ -230,7 +239,7 @@ def process_pending(
         if claimed is None:
             break
         sid, job = claimed
-        process_series(store, settings, sid, job, owner)
+        process_series(store, settings, sid, job, owner, ws)
         n += 1
         if clients is not None:
             posted += report_pending(store, settings, clients, only=sid)
@@ -300,7 +309,8 @@ def prune_worktrees(store: Store, settings: Settings) -> int:
             continue
         n += _remove_worktrees(work.parent)
     for tree in settings.model_trees():
-        if Path(tree.path, ".git").exists():
+        git_dir = Path(tree.path)
+        if (git_dir / ".git").exists() or (git_dir / "HEAD").is_file():
             proc.run(["git", "worktree", "prune"], cwd=tree.path, timeout=120)
     if n:
         log.info("removed %d stale scratch worktree(s)", n)
@@ -408,6 +418,7 @@ def run_cycle(
     only: str | None = None,
     *,
     now: datetime | None = None,
+    workspace: Workspace | None = None,
 ) -> dict[str, int]:
     """One pass: poll every source, check what is new, report, then (with streams
     configured) cut the branches due at *now*. Never raises for one source's or one
@@ -441,7 +452,8 @@ def run_cycle(
         # Leftovers of earlier cycles first, then each new series is posted once checked: a
         # POST is tried once per cycle (see report.deliver).
         leftovers = report_pending(store, settings, clients)
-        stats["checked"], delivered = process_pending(store, settings, clients)
+        stats["checked"], delivered = process_pending(store, settings, clients,
+                                                      workspace=workspace)  # fmt: skip
         stats["posted"] = (leftovers + delivered).posted
         stats["post_failures"] = (leftovers + delivered).failed
     except (SQLAlchemyError, OSError) as e:  # the database or the data directory failed
@@ -502,6 +514,7 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     lock = _announce(store, settings)
     reclaim(store, settings)
     prune_worktrees(store, settings)
+    workspace = make_workspace(settings)
     stop = threading.Event()
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
@@ -517,7 +530,7 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     try:
         while True:
             started = datetime.now(UTC)
-            stats = run_cycle(store, settings, clients, source)
+            stats = run_cycle(store, settings, clients, source, workspace=workspace)
             print(_cycle_line(stats), flush=True)
             if once:
                 _print_summary(store, started)

@@ -44,8 +44,32 @@ class CommandFailed(InfraError):
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
-        tail = (stderr or stdout).strip().splitlines()[-1:] or [""]
-        super().__init__(f"command failed ({returncode}): {' '.join(argv[:4])}: {tail[0]}")
+        super().__init__(
+            f"command failed ({returncode}): {_shown(argv)}: {_reason(stderr or stdout)}"
+        )
+
+
+def _shown(argv: list[str]) -> str:
+    """The command as a reader wants it: `git fetch --prune origin`, not the pinned
+    `git --no-pager -c core.abbrev=no` prefix every git command carries."""
+    out: list[str] = []
+    it = iter(argv)
+    for a in it:
+        if a == "-c" and out == ["git"]:
+            next(it, None)
+        elif not (a == "--no-pager" and out == ["git"]):
+            out.append(a)
+    shown = " ".join(out[:6])
+    return shown + (" ..." if len(out) > 6 else "")
+
+
+def _reason(text: str) -> str:
+    """git's own `fatal:`/`error:` line when there is one, else the last line."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("fatal:", "error:")):
+            return ln
+    return lines[-1] if lines else "(no output)"
 
 
 class FetchError(InfraError):

@@ -203,6 +203,27 @@ class Git:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def reused_worktree(self, base: str, root: Path) -> Iterator[Git]:
+        """A worktree under *root* (slot-0, slot-1…, one per concurrent user, held by an
+        flock) reset to *base* and kept for the next series: a kernel worktree costs minutes
+        to create and remove, a reset touches only the files that differ (NIPA does so)."""
+        root.mkdir(parents=True, exist_ok=True)
+        with _free_slot(root) as path:
+            if path.exists() and path.resolve() in {p.resolve() for p in self.worktrees()[1:]}:
+                wt = Git(path, timeout=self.timeout, deadline=self.deadline)
+                _reset_worktree(wt, base)
+                log.info("reset worktree %s to %s", path, base)
+            else:
+                if path.exists() or path.is_symlink():  # not ours any more: a crashed add
+                    log.warning("removing %s: not a worktree of %s", path, self.repo)
+                    shutil.rmtree(path, ignore_errors=True)
+                with self._worktree_lock():
+                    self.run("worktree", "prune", check=False)
+                    self.run("worktree", "add", "--detach", "--", str(path), base)
+                log.info("created worktree %s at %s", path, base)
+            yield Git(path, timeout=self.timeout, deadline=self.deadline)
+
     def worktrees(self) -> list[Path]:
         """Paths of all worktrees of this repository (the main one first)."""
         out = self.run("worktree", "list", "--porcelain").stdout
@@ -269,3 +290,34 @@ class Git:
         if sha is None:  # pragma: no cover - commit succeeded, HEAD must exist
             raise InfraError(f"commit in {self.repo} left no HEAD")
         return sha
+
+
+@contextlib.contextmanager
+def _free_slot(root: Path) -> Iterator[Path]:
+    """The first slot directory under *root* no other thread or process holds."""
+    i = 0
+    while True:
+        fh = open(root / f"slot-{i}.lock", "a+")  # noqa: SIM115 - held across the yield
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            i += 1
+            continue
+        try:
+            yield root / f"slot-{i}"
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+        return
+
+
+def _reset_worktree(wt: Git, base: str) -> None:
+    """Back to a clean *base*: an interrupted `git am`, a dirty index, build output and
+    untracked files of the last series all go."""
+    rebase = wt.run("rev-parse", "--git-path", "rebase-apply", check=False).stdout.strip()
+    if rebase and (wt.repo / rebase).exists():
+        wt.run("am", "--abort", check=False)
+    wt.run("reset", "--quiet", "--hard")
+    wt.run("checkout", "--quiet", "--force", "--detach", base)
+    wt.run("clean", "-ffdxq")

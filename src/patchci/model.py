@@ -192,10 +192,26 @@ class Tree:
     tags: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     url: str | None = None
+    remote: str | None = None  # a `path` tree: the remote fetched for its base
+    fetch_interval: float = 60.0
 
     @property
     def match_tags(self) -> tuple[str, ...]:
         return self.tags or (self.name,)
+
+    @property
+    def base_ref(self) -> str:
+        return base_ref(self.url, self.remote, self.branch)
+
+
+def base_ref(url: str | None, remote: str | None, branch: str) -> str:
+    """The ref a tree's series are applied to and its test branches cut from: a `url`
+    tree's mirror keeps the remote's branches as origin's remote-tracking refs (so that a
+    fetch never prunes the test branches cut in it); a `path` tree's own branch, or its
+    remote's with `remote`."""
+    if url:
+        return f"refs/remotes/origin/{branch}"
+    return f"refs/remotes/{remote}/{branch}" if remote else branch
 
 
 @dataclass(frozen=True)

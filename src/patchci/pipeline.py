@@ -6,6 +6,7 @@ caller's business: this returns the results.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,19 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
+class Workspace:
+    """Where a tree's base comes from and where series are applied. The daemon's fetches
+    trees when due (trees.TreeSync) and keeps a persistent worktree per check worker under
+    *worktrees*/<tree>; the default uses the tree as it is, in a scratch worktree."""
+
+    base: Callable[[Tree], str] = lambda tree: tree.base_ref
+    worktrees: Path | None = None
+
+    def reuse(self, tree: Tree) -> Path | None:
+        return self.worktrees / tree.name if self.worktrees else None
+
+
+@dataclass(frozen=True)
 class SeriesVerdict:
     route: Route
     tree: Tree | None
@@ -44,16 +58,17 @@ def _tree_selection(route: Route, duration: float) -> CheckResult:
     return CheckResult("tree_selection", outcome, route.reason, duration=duration)
 
 
-def _applies_probe(series: Series, workdir: Path) -> Callable[[Tree], bool]:
+def _applies_probe(series: Series, workdir: Path, ws: Workspace) -> Callable[[Tree], bool]:
     """For routing's last resort: does the series apply to this tree?"""
 
     def applies(tree: Tree) -> bool:
-        try:
-            with apply_series(Git(Path(tree.path)), tree.branch, series, workdir) as applied:
-                return applied.status in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED)
-        except InfraError as e:
-            log.warning("series %s: cannot probe tree %s: %s", series.key, tree.name, e)
-            return False
+        # An InfraError (a fetch failed) propagates: "does not apply" would be a guess.
+        base = ws.base(tree)
+        with apply_series(Git(Path(tree.path)), base, series, workdir,
+                          reuse=ws.reuse(tree)) as applied:  # fmt: skip
+            if applied.status is ApplyStatus.ERROR:
+                raise InfraError(applied.output.strip() or f"cannot apply to {tree.name}")
+            return applied.status in (ApplyStatus.APPLIED, ApplyStatus.ALREADY_APPLIED)
 
     return applies
 
@@ -66,24 +81,36 @@ def check_series(
     *,
     progress: Progress | None = None,
     sandbox: Sandbox | None = None,
+    workspace: Workspace | None = None,
 ) -> SeriesVerdict:
     """Route, apply and check *series*. Never raises for the patch's faults; InfraError
-    from setting up a worktree becomes an `apply` ERROR result."""
+    from fetching the tree or setting up a worktree becomes an `apply` ERROR result."""
+    ws = workspace or Workspace()
     say = progress or (lambda _msg: None)
     log_dir.mkdir(parents=True, exist_ok=True)
     work = log_dir / "work"
     t0 = time.monotonic()
     say("routing")
-    route = route_series(series, trees, _applies_probe(series, work))
+    try:
+        route = route_series(series, trees, _applies_probe(series, work, ws))
+    except InfraError as e:  # ours: checked again later, never a routing verdict
+        log.error("series %s: routing infrastructure error: %s", series.key, e)
+        route = Route(None, f"could not route (infrastructure): {e}", "none", False)
+        err = CheckResult("apply", Outcome.ERROR, f"infrastructure error (not the patch): {e}")
+        return SeriesVerdict(route, None, (err,))
     results: list[CheckResult] = [_tree_selection(route, time.monotonic() - t0)]
     tree = next((t for t in trees if t.name == route.tree), None)
     log.info("series %s: tree_selection %s (%s)", series.key, route.tree, route.reason)
     if tree is None:
         return SeriesVerdict(route, None, tuple(results))
     checks = list(checks_for(tree))
-    say(f"applying to {tree.name}")
+    base: str | None = None
     try:
-        with apply_series(Git(Path(tree.path)), tree.branch, series, work) as applied:
+        say(f"fetching {tree.name}" if tree.url or tree.remote else f"applying to {tree.name}")
+        base = ws.base(tree)
+        with apply_series(Git(Path(tree.path)), base, series, work,
+                          reuse=ws.reuse(tree)) as applied:  # fmt: skip
+            base = applied.base or base
             results.append(apply_result(applied, tree.name, log_dir))
             ok = applied.status is ApplyStatus.APPLIED
             results.extend(
@@ -105,7 +132,14 @@ def check_series(
         results.append(
             CheckResult("apply", Outcome.ERROR, f"infrastructure error (not the patch): {e}")
         )
-    return SeriesVerdict(route, tree, tuple(results))
+    return SeriesVerdict(route, tree, tuple(_with_base(r, base) for r in results))
+
+
+def _with_base(r: CheckResult, base: str | None) -> CheckResult:
+    """Every result after routing records the base commit it was made on."""
+    if base is None or r.check == "tree_selection" or any(k == "base" for k, _ in r.details):
+        return r
+    return dataclasses.replace(r, details=(*r.details, ("base", base)))
 
 
 def _run_checks(
