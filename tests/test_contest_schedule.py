@@ -391,3 +391,36 @@ def test_cli_ingest_once_cuts_the_due_branch(
     )
     assert len(world.branches()) == 1
     assert [c.patch_id for c in world.contest_checks()] == world.patch_ids
+
+
+def test_a_newer_revision_goes_in_and_the_older_is_left_out_as_superseded(
+    world: World,
+) -> None:
+    """With v1 and v2 of a series stored, the brancher tested v1 and left v2 out."""
+    commit_file(world.git, "drivers/net/foo.c", "int foo;\nint bar2;\n", "foo: add bar\n\n" + SOB)
+    v2 = format_patches(world.git, "HEAD~1..HEAD", prefix="PATCH net-next v2")
+    world.git.run("reset", "--quiet", "--hard", "HEAD~1")
+    pw_v2 = world.emu.add_series_from_mbox(v2)
+    world.cycle(OFF_GRID)  # v2 ingested and checked
+    new = world.store.find_series(SOURCE, str(pw_v2))
+    assert new is not None
+    assert world.cycle(NOW)["branches"] == 1
+    row = world.results.branch(BRANCH)
+    assert row.series == (new,)
+    ((old, why),) = row.left_out
+    assert old == world.series_id
+    assert why == f"superseded by series {new} (v2, same submitter and name)"
+
+
+def test_a_series_accepted_in_patchwork_stays_out_with_the_reason(world: World) -> None:
+    world.emu.set_patch_state(world.patch_ids[0], "accepted")
+    assert world.cycle(NOW)["branches"] == 1
+    row = world.results.branch(BRANCH)
+    assert row.series == () and row.left_out == ((world.series_id, "Patchwork state: accepted"),)
+    # the page of the branch shows why
+    from patchci.web.app import create_app
+    from tests.web_server import client_for
+
+    with client_for(create_app(world.settings)) as http:
+        page = http.get(f"/contest?branch={BRANCH}").text
+    assert "Patchwork state: accepted" in page

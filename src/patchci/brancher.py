@@ -74,6 +74,8 @@ class Candidate:
     date: datetime
     check_outcomes: Mapping[str, Outcome] = field(hash=False)
     state: str = "checked"
+    # Why review keeps it out (superseded by a newer revision, a Patchwork state), or None.
+    review: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ def series_outcomes(results: Iterable[CheckResult]) -> dict[str, Outcome]:
 
 def gate_reason(stream: StreamConfig, cand: Candidate) -> str | None:
     """Why *cand* may not go into a branch of *stream*, or None if it may."""
+    if cand.review:
+        return cand.review
     if stream.states and cand.state not in stream.states:
         return f"series state is {cand.state}"
     for check in stream.gate_checks:

@@ -25,12 +25,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from patchci.analysis.revisions import state_reason, superseded
 from patchci.brancher import (
     Candidate,
     Manifest,
     StreamConfig,
     branches_to_reap,
     cut_branch,
+    gate_reason,
     is_due,
     list_branches,
     plan_branch,
@@ -40,7 +42,7 @@ from patchci.brancher import (
 from patchci.config import PatchworkSource, Settings, StreamSettings
 from patchci.db.results import BranchRow, ResultsStore
 from patchci.db.store import NotFound, Store
-from patchci.errors import ConfigError, InfraError
+from patchci.errors import ConfigError, FetchError, InfraError
 from patchci.executor.base import RUN_ERROR, Executor, RunResult, TestResult, TestSpec, namify
 from patchci.executor.local import LocalExecutor
 from patchci.git import Git
@@ -78,6 +80,38 @@ def candidates(store: Store, tree: str, limit: int = 1000) -> list[Candidate]:
         outcomes = series_outcomes(store.latest_results(row.id))
         out.append(Candidate(row.id, row.name, row.created_at, outcomes, row.state))
     return out
+
+
+def reviewed(
+    store: Store,
+    cands: Sequence[Candidate],
+    stream: StreamConfig,
+    clients: Mapping[str, PatchworkClient],
+) -> list[Candidate]:
+    """*cands* with `review` set where review keeps them out: a newer revision in our
+    database, or a Patchwork state (read now, for the series the gate would take)."""
+    sup = superseded(store.revisions())
+    out = []
+    for c in cands:
+        why = sup.get(c.series_id)
+        if why is None and gate_reason(stream, c) is None:
+            why = _patchwork_state(store, c.series_id, clients)
+        out.append(replace(c, review=why) if why else c)
+    return out
+
+
+def _patchwork_state(
+    store: Store, series_id: int, clients: Mapping[str, PatchworkClient]
+) -> str | None:
+    client = clients.get(store.series_row(series_id).source)
+    if client is None:
+        return None
+    try:
+        states = {pid: client.patch_state(pid) for pid in store.patch_pw_ids(series_id)}
+    except FetchError as e:  # unknown is not a reason to leave a series out
+        log.warning("series %s: cannot read its Patchwork state (%s); taken as is", series_id, e)
+        return None
+    return state_reason(states)
 
 
 def series_mbox(series: Series) -> bytes:
@@ -145,6 +179,7 @@ def cut_and_run(
     now: datetime,
     work_dir: Path,
     include: Collection[int] | None = None,
+    clients: Mapping[str, PatchworkClient] | None = None,
 ) -> ContestRun:
     """Cut the branch of *stream* for *now* on demand (whether or not it is due), run
     *tests* on it and store both. *include*, when given, limits the series considered
@@ -154,6 +189,7 @@ def cut_and_run(
     cands = candidates(store, tree)
     if include is not None:
         cands = [c for c in cands if c.series_id in include]
+    cands = reviewed(store, cands, stream, clients or {})
     plan = plan_branch(stream, now, cands, _last_branch_time(git, stream.prefix))
     log.info("branch %s: %d series planned (due: %s)", plan.name, len(plan.include), plan.due)
     mboxes = {c.series_id: series_mbox(store.load_series(c.series_id)) for c in plan.include}
@@ -295,8 +331,9 @@ def executor_for(ss: StreamSettings, sandbox: Sandbox | None = None) -> LocalExe
 
 
 def _cut_stream(
-    settings: Settings, ss: StreamSettings, store: Store, results: ResultsStore, now: datetime
-) -> ContestRun:
+    settings: Settings, ss: StreamSettings, store: Store, results: ResultsStore, now: datetime,
+    clients: Mapping[str, PatchworkClient] | None = None,
+) -> ContestRun:  # fmt: skip
     """Cut and test the branch of *ss* for *now* with the stream's own executor and tests."""
     tree = settings.tree(ss.tree)
     stream = ss.stream_config(tree)
@@ -306,7 +343,8 @@ def _cut_stream(
     tests = selftest_specs(path, stream.base_branch, ss.tests_dir, ss.test_timeout)
     return cut_and_run(
         store, results, tree_path=path, tree=tree.name, stream=stream,
-        executor=executor_for(ss, settings.untrusted()), tests=tests, now=now, work_dir=settings.data_path / "contest",
+        executor=executor_for(ss, settings.untrusted()), tests=tests, now=now,
+        work_dir=settings.data_path / "contest", clients=clients,
     )  # fmt: skip
 
 
@@ -399,7 +437,7 @@ def _cut_one(
     due = _attempt(ss.name, "due check", partial(stream_due, settings, ss, now), errors)
     if not due:
         return StreamCut(ss.name, errors=tuple(errors)) if errors else None
-    cut = partial(_cut_stream, settings, ss, store, results, now)
+    cut = partial(_cut_stream, settings, ss, store, results, now, clients)
     done = _attempt(ss.name, "cut", cut, errors)
     if done is None:
         return StreamCut(ss.name, errors=tuple(errors))

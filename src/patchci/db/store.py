@@ -19,6 +19,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, CursorResult, Row
 from sqlalchemy.sql import ColumnElement
 
+from patchci.analysis.revisions import Revision
 from patchci.db import tables as t
 from patchci.db.base import Database
 from patchci.db.tables import as_utc, utcnow
@@ -533,6 +534,44 @@ class Store(Database):
             web_url=m["web_url"],
             problems=tuple(json.loads(m["problems"])),
         )
+
+    def revisions(self, limit: int = 5000) -> list[Revision]:
+        """Supersede facts of the newest *limit* series (no mail bodies are read)."""
+        sc, pc = t.series.c, t.patches.c
+        q = (
+            select(
+                sc.id,
+                sc.source,
+                sc.name,
+                sc.version,
+                sc.submitter_email,
+                pc.msgid,
+                pc.in_reply_to,
+                pc.is_cover,
+                pc.idx,
+            )  # fmt: skip
+            .join(t.patches, pc.series_id == sc.id)
+            .where((pc.is_cover.is_(True)) | (pc.idx == 0))
+            .where(sc.id >= select(func.coalesce(func.max(sc.id), 0) - limit).scalar_subquery())
+        )
+        first: dict[int, Any] = {}
+        with self._read() as conn:
+            for r in conn.execute(q):
+                # the cover wins over the first patch
+                if r.id not in first or (r.is_cover and not first[r.id].is_cover):
+                    first[r.id] = r
+        return [
+            Revision(
+                r.id, r.source, r.name, r.version, r.submitter_email or "", r.msgid, r.in_reply_to
+            )  # fmt: skip
+            for r in first.values()
+        ]
+
+    def patch_pw_ids(self, series_id: int) -> list[int]:
+        pc = t.patches.c
+        q = select(pc.pw_id).where(pc.series_id == series_id, pc.is_cover.is_(False))
+        with self._read() as conn:
+            return [i for (i,) in conn.execute(q.order_by(pc.idx)) if i is not None]
 
     def find_series(self, source: str, key: str) -> int | None:
         sc = t.series.c

@@ -266,6 +266,14 @@ class PatchworkClient:
         log.info("patch %d: posted check %s=%s", patch_id, context, state)
         return _as_int(data, "id")
 
+    def patch_state(self, patch_id: int) -> str:
+        """The patch's state slug (`new`, `accepted`, `superseded`…)."""
+        data = self._json("GET", self.api(f"patches/{patch_id}/"))
+        state = data.get("state") if isinstance(data, dict) else None
+        if not isinstance(state, str) or not state:
+            raise FetchError(f"patch {patch_id}: no state in Patchwork's answer: {data!r:.200}")
+        return state
+
     def list_checks(self, patch_id: int, context: str | None = None) -> list[PwCheck]:
         """Every check of a patch, oldest first (all pages)."""
         params: dict[str, str | int] = {"per_page": self.per_page}

@@ -244,6 +244,12 @@ class FakePatchwork:
                 raise ValueError(f"series {series_id} has no held-back patch")
             return self._add_patch(series_id, parsed, first_without_cover=False)
 
+    def set_patch_state(self, patch_id: int, state: str) -> None:
+        """A maintainer changes the patch's state (patch-state-changed, as Patchwork)."""
+        with self._lock:
+            self.submissions[patch_id].state = state
+            self._event("patch-state-changed", patch_id=patch_id)
+
     def add_check(self, patch_id: int, state: str, context: str, **kw: Any) -> int:
         """Store a check as if a maintainer had posted it (for list/pagination tests)."""
         with self._lock:
