@@ -253,7 +253,7 @@ def test_a_run_that_cannot_start_is_pending_never_a_failure(world: World) -> Non
     settings = world.with_streams(stream(build_command=["/nonexistent/make"]))
     (cut,) = world.cut(NOW, settings)
     assert cut.branch == BRANCH and cut.run_status == "error"
-    assert len(cut.errors) == 1 and cut.errors[0].startswith("run: build of")
+    assert len(cut.errors) == 1 and cut.errors[0].startswith("run: local-nn: build of")
     contest = world.contest_checks()
     assert len(contest) == len(world.patch_ids)
     assert {c.state for c in contest} == {"pending"}

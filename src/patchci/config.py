@@ -90,6 +90,49 @@ class TreeConfig(_Model):
         return base_ref(self.url, self.remote, self.branch)
 
 
+class ExecutorSettings(_Model):
+    """One `[[executors]]` entry. `kind = "vm"` builds the branch's kernel and runs its
+    selftests of `targets` in virtme-ng VMs; `kind = "local"` runs the executables of
+    `tests_dir` on the host (the stream's own when unset), as streams do without executors."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    kind: Literal["vm", "local"] = "vm"
+    # vm
+    kernel: str = "build"  # "build": the branch's own kernel; else an image to boot as is
+    config: tuple[str, ...] = ()  # fragments of the tree, merged on patchci's minimal config
+    debug: bool = False  # + kernel/configs/debug.config, kmemleak, lockdep, KASAN
+    targets: tuple[str, ...] = ()  # kselftest TARGETS, built from the branch's tree
+    tests: tuple[str, ...] = ()  # only these collection:program (default: all of targets)
+    ignore: tuple[str, ...] = ()  # collection:program never run
+    workers: Annotated[int, Field(ge=1, le=16)] = 1  # VMs (or local jobs) in parallel
+    cpus: Annotated[int, Field(ge=1, le=64)] = 2
+    memory: Annotated[str, Field(pattern=r"^[0-9]+[MG]$")] = "2G"
+    # Default: each selftest directory's `settings` timeout (kselftest's 45 s without one).
+    test_timeout: Annotated[float, Field(gt=0)] | None = None
+    boot_timeout: Annotated[float, Field(gt=0)] = 300.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 1
+    kvm: Literal["auto", "on", "off"] = "auto"  # auto: KVM when it works here, else TCG
+    deadline: Annotated[float, Field(gt=0)] = 4 * 3600.0  # the whole run
+    kmemleak: bool = True  # scan after each test when the kernel has kmemleak
+    jobs: Annotated[int, Field(ge=0, le=256)] = 0  # make -j; 0: one per CPU
+    # local
+    tests_dir: str | None = None
+    build_command: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _kind_keys(self) -> ExecutorSettings:
+        if self.kind == "vm":
+            if not self.targets:
+                raise ValueError("targets: a vm executor needs kselftest targets (e.g. "
+                                 "[\"net/mptcp\"])")  # fmt: skip
+            if self.tests_dir or self.build_command:
+                raise ValueError("tests_dir/build_command are for kind = \"local\"")
+        elif self.targets or self.config or self.kernel != "build":
+            raise ValueError("targets/config/kernel are for kind = \"vm\"")
+        return self
+
+
 class StreamSettings(_Model):
     """One `[[streams]]` entry: a branch stream of a tree and the tests run on it."""
 
@@ -109,6 +152,8 @@ class StreamSettings(_Model):
     jobs: Annotated[int, Field(ge=1, le=64)] = 1
     build_command: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
+    # [[executors]] names; none: the local run of tests_dir above
+    executors: tuple[str, ...] = ()
 
     def stream_config(self, tree: TreeConfig) -> StreamConfig:
         from patchci.brancher import StreamConfig
@@ -171,6 +216,9 @@ class Settings(_Model):
     checks: dict[str, CheckConfig] = Field(default_factory=dict)
     report: ReportConfig = ReportConfig()
     streams: tuple[StreamSettings, ...] = ()
+    executors: tuple[ExecutorSettings, ...] = ()
+    # Kept between runs: kernel builds are incremental from branch to branch.
+    ccache_dir: str | None = None  # default data_dir/ccache
     web: WebConfig = WebConfig()
     sandbox: SandboxConfig = SandboxConfig()
     # Set by load_settings: the file these settings came from (hidden from patch code).
@@ -193,10 +241,28 @@ class Settings(_Model):
     @model_validator(mode="after")
     def _streams_name_trees(self) -> Settings:
         names = {t.name for t in self.trees}
+        _unique([e.name for e in self.executors], "executors")
+        execs = {e.name for e in self.executors}
         for s in self.streams:
             if s.tree not in names:
                 raise ValueError(f"streams.{s.name}.tree: no [[trees]] entry named {s.tree!r}")
+            for e in s.executors:
+                if e not in execs:
+                    raise ValueError(f"streams.{s.name}.executors: no [[executors]] entry "
+                                     f"named {e!r}")  # fmt: skip
         return self
+
+    def executor(self, name: str) -> ExecutorSettings:
+        for e in self.executors:
+            if e.name == name:
+                return e
+        raise ConfigError(f"executors: no executor named {name!r}")
+
+    @property
+    def ccache_path(self) -> Path:
+        if self.ccache_dir:
+            return Path(os.path.expanduser(self.ccache_dir)).resolve()
+        return self.data_path / "ccache"
 
     @model_validator(mode="after")
     def _known_checks(self) -> Settings:
@@ -387,8 +453,9 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
         return v
 
     out = dict(data)
-    if "data_dir" in out:
-        out["data_dir"] = fix(out["data_dir"])
+    for key in ("data_dir", "ccache_dir"):
+        if key in out:
+            out[key] = fix(out[key])
     for key in ("sources", "trees"):
         items = out.get(key)
         if isinstance(items, list):

@@ -44,6 +44,7 @@ from patchci.db.results import BranchRow, ResultsStore
 from patchci.db.store import NotFound, Store
 from patchci.errors import ConfigError, FetchError, InfraError
 from patchci.executor.base import RUN_ERROR, Executor, RunResult, TestResult, TestSpec, namify
+from patchci.executor.kernel import KernelVmExecutor, KernelVmOptions
 from patchci.executor.local import LocalExecutor
 from patchci.git import Git
 from patchci.model import Series
@@ -145,8 +146,18 @@ def selftest_specs(repo: Path, rev: str, rel_dir: str, timeout: float = 300.0) -
 @dataclass(frozen=True)
 class ContestRun:
     manifest: Manifest
-    run: RunResult
+    runs: tuple[RunResult, ...]  # one per executor
     branch_id: int
+
+    @property
+    def run(self) -> RunResult:
+        return self.runs[0]
+
+    @property
+    def errors(self) -> list[str]:
+        """Runs that failed for our reasons (stored as error runs; checks say pending)."""
+        return [f"{r.executor}: {r.error or 'the executor failed'}" for r in self.runs
+                if r.status == RUN_ERROR]  # fmt: skip
 
 
 def _last_branch_time(git: Git, prefix: str) -> datetime | None:
@@ -155,11 +166,16 @@ def _last_branch_time(git: Git, prefix: str) -> datetime | None:
 
 
 def _run_tests(
-    git: Git, name: str, head: str, executor: Executor, tests: Sequence[TestSpec], out: Path
-) -> RunResult:
-    """Run *tests* on a scratch worktree at *head*; our failures become an "error" run."""
+    git: Git, name: str, head: str, executor: Executor, tests: Sequence[TestSpec], out: Path,
+    base: str | None = None,
+) -> RunResult:  # fmt: skip
+    """Run *tests* on a worktree at *head*; our failures become an "error" run. A kernel
+    executor keeps its worktree (and the build directory next to it) from run to run."""
     started = datetime.now(UTC)
     try:
+        if isinstance(executor, KernelVmExecutor):
+            with git.reused_worktree(head, executor.worktree_root) as wt:
+                return executor.run(name, wt.repo, tests, out, base=base)
         with git.scratch_worktree(head, out.parent / f"{out.name}-wt") as wt:
             return executor.run(name, wt.repo, tests, out)
     except (InfraError, OSError) as e:
@@ -180,9 +196,10 @@ def cut_and_run(
     work_dir: Path,
     include: Collection[int] | None = None,
     clients: Mapping[str, PatchworkClient] | None = None,
+    also: Sequence[tuple[Executor, Sequence[TestSpec]]] = (),
 ) -> ContestRun:
     """Cut the branch of *stream* for *now* on demand (whether or not it is due), run
-    *tests* on it and store both. *include*, when given, limits the series considered
+    *tests* on it with *executor* (and each pair of *also*) and store it all. *include*, when given, limits the series considered
     (an empty one cuts a baseline branch of the base alone). Series kept out by the gate
     are recorded in the manifest's `left_out` with the gate's reason."""
     git = Git(tree_path)
@@ -197,10 +214,13 @@ def cut_and_run(
     gated = tuple((c.series_id, why) for c, why in plan.excluded)
     manifest = replace(manifest, left_out=manifest.left_out + gated)
     branch_id = results.save_branch(manifest)
-    out = work_dir / "runs" / manifest.name / namify(executor.name)
-    run = _run_tests(git, manifest.name, manifest.head, executor, tests, out)
-    results.save_run(branch_id, run)
-    return ContestRun(manifest, run, branch_id)
+    runs = []
+    for ex, specs in [(executor, tests), *also]:
+        out = work_dir / "runs" / manifest.name / namify(ex.name)
+        run = _run_tests(git, manifest.name, manifest.head, ex, specs, out, manifest.base)
+        results.save_run(branch_id, run)
+        runs.append(run)
+    return ContestRun(manifest, tuple(runs), branch_id)
 
 
 # -- verdicts and checks -------------------------------------------------------------------
@@ -330,6 +350,40 @@ def executor_for(ss: StreamSettings, sandbox: Sandbox | None = None) -> LocalExe
     )  # fmt: skip
 
 
+def stream_executors(
+    settings: Settings, ss: StreamSettings, tree_path: Path, base: str
+) -> list[tuple[Executor, Sequence[TestSpec]]]:
+    """The stream's executors with their tests: its `[[executors]]`, or without any the
+    local run of its tests_dir. A vm executor finds its tests in the branch itself."""
+    sandbox = settings.untrusted()
+    if not ss.executors:
+        tests = selftest_specs(tree_path, base, ss.tests_dir, ss.test_timeout)
+        return [(executor_for(ss, sandbox), tests)]
+    out: list[tuple[Executor, Sequence[TestSpec]]] = []
+    for name in ss.executors:
+        ex = settings.executor(name)
+        if ex.kind == "local":
+            timeout = ex.test_timeout or ss.test_timeout
+            local = LocalExecutor(ex.name, ex.build_command or None, retries=ex.retries,
+                                  jobs=ex.workers, timeout=timeout, env=ex.env, sandbox=sandbox)  # fmt: skip
+            tests_dir = ex.tests_dir or ss.tests_dir
+            out.append((local, selftest_specs(tree_path, base, tests_dir, timeout)))
+            continue
+        opts = KernelVmOptions(
+            name=ex.name, kernel=ex.kernel, fragments=ex.config, debug=ex.debug,
+            targets=ex.targets, tests=ex.tests, ignore=ex.ignore, workers=ex.workers,
+            cpus=ex.cpus, memory=ex.memory, test_timeout=ex.test_timeout,
+            boot_timeout=ex.boot_timeout, retries=ex.retries,
+            kvm={"auto": None, "on": True, "off": False}[ex.kvm], deadline=ex.deadline,
+            kmemleak=ex.kmemleak, jobs=ex.jobs,
+        )  # fmt: skip
+        root = settings.data_path / "executors" / namify(ex.name) / namify(ss.tree)
+        vm = KernelVmExecutor(opts, worktree_root=root, ccache_dir=settings.ccache_path,
+                              sandbox=sandbox)  # fmt: skip
+        out.append((vm, ()))
+    return out
+
+
 def _cut_stream(
     settings: Settings, ss: StreamSettings, store: Store, results: ResultsStore, now: datetime,
     clients: Mapping[str, PatchworkClient] | None = None,
@@ -340,11 +394,11 @@ def _cut_stream(
     path = settings.tree_path(tree)
     # a branch is cut from today's base: fetched now (a failure is ours: the cut is retried)
     TreeSync().base(next(t for t in settings.model_trees() if t.name == tree.name), force=True)
-    tests = selftest_specs(path, stream.base_branch, ss.tests_dir, ss.test_timeout)
+    (first, tests), *also = stream_executors(settings, ss, path, stream.base_branch)
     return cut_and_run(
         store, results, tree_path=path, tree=tree.name, stream=stream,
-        executor=executor_for(ss, settings.untrusted()), tests=tests, now=now,
-        work_dir=settings.data_path / "contest", clients=clients,
+        executor=first, tests=tests, now=now, work_dir=settings.data_path / "contest",
+        clients=clients, also=also,
     )  # fmt: skip
 
 
@@ -442,12 +496,12 @@ def _cut_one(
     if done is None:
         return StreamCut(ss.name, errors=tuple(errors))
     name = done.manifest.name
-    if done.run.status == RUN_ERROR:  # stored as an "error" run; its checks say pending
-        errors.append(f"run: {done.run.error or 'the executor failed'}")
+    errors += [f"run: {e}" for e in done.errors]  # stored as error runs; checks say pending
     post = partial(_post_branch, store, results, settings, name, clients)
     posted = _attempt(ss.name, "contest post", post, errors) or 0
     reaped = _attempt(ss.name, "reap", partial(_reap_old, settings, ss, now), errors) or ()
-    return StreamCut(ss.name, name, done.run.status, posted, reaped, tuple(errors))
+    status = RUN_ERROR if done.errors else done.run.status
+    return StreamCut(ss.name, name, status, posted, reaped, tuple(errors))
 
 
 def cut_due(
@@ -536,7 +590,7 @@ def _branch_now(
 ) -> int:
     done = _cut_stream(settings, ss, store, results, datetime.now(UTC))
     _show(store, results, done.manifest.name, console)
-    if done.run.status == RUN_ERROR:
+    if done.errors:
         return 2
     return 1 if contest_summary(results, done.manifest.name).state == FAIL else 0
 

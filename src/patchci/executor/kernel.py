@@ -1,0 +1,362 @@
+"""The kernel executor (`kind = "vm"`): build the branch's kernel and selftests, boot the
+kernel with virtme-ng and run the tests, several per boot, in `workers` VMs.
+
+Per run:
+1. `reproduce.sh` first: the commands that rebuild this kernel config and run each test.
+2. Build (kbuild.py) in the persistent build directory next to the executor's worktree.
+   A kernel that does not build: the base is built too; if the base builds, the run holds
+   one FAIL result `build/kernel` with the compiler's words (the branch broke it);
+   otherwise the run is ERROR (ours: the base does not build).
+3. The selftests of `targets`, from the branch's own tree, each with its directory's
+   `settings` timeout (or the executor's `test_timeout`), minus `ignore`.
+4. Sessions (vmsession.py): each worker boots a VM and runs its share of the tests in it;
+   after a crash, a hang or a taint the next test gets a fresh VM. Retries run likewise.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from patchci import ktap
+from patchci.crash import DEFAULT_CONFIG, CrashConfig, detect
+from patchci.errors import InfraError
+from patchci.executor.base import (
+    RETRY_ON,
+    RUN_DONE,
+    RUN_ERROR,
+    CrashRef,
+    RunResult,
+    TestResult,
+    TestSpec,
+    namify,
+    subtests_of,
+    test_root,
+)
+from patchci.executor.kbuild import (
+    BUILD_LOG,
+    IMAGE,
+    BuildOptions,
+    KernelBuilder,
+    KernelBuildFailed,
+)
+from patchci.executor.local import REPRODUCE, Attempt, attempts_result, now
+from patchci.executor.vm import VmConfig, VmRun, missing_prerequisites, resolve_config
+from patchci.executor.vmpool import judge
+from patchci.executor.vmsession import GuestTest, Session, TestRun, run_session, session_argv
+from patchci.git import Git
+from patchci.model import Outcome
+from patchci.sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+
+KSFT_DEFAULT_TIMEOUT = 45.0  # kselftest's own, when a directory has no settings file
+HOST_MARGIN = 30.0  # the host's watchdog waits this much past the runner's own timeout
+
+
+@dataclass(frozen=True)
+class KernelVmOptions:
+    name: str
+    kernel: str = "build"  # "build": the branch's; else a kernel image to boot as is
+    fragments: tuple[str, ...] = ()
+    debug: bool = False
+    targets: tuple[str, ...] = ()
+    tests: tuple[str, ...] = ()  # collection:program to run (empty: every one of targets)
+    ignore: tuple[str, ...] = ()
+    workers: int = 1
+    cpus: int = 2
+    memory: str = "2G"
+    test_timeout: float | None = None
+    boot_timeout: float = 300.0
+    retries: int = 1
+    kvm: bool | None = None
+    deadline: float = 4 * 3600.0
+    kmemleak: bool = True
+    jobs: int = 0
+
+
+@dataclass
+class _Pending:
+    spec: TestSpec
+    guest: GuestTest
+    attempts: list[Attempt]
+
+
+class KernelVmExecutor:
+    """Runs a branch's selftests on the branch's kernel in VMs. *worktree_root* is where
+    the contest keeps this executor's persistent worktree (the build directory sits next
+    to the worktree it builds); *ccache_dir* survives between runs."""
+
+    def __init__(
+        self,
+        opts: KernelVmOptions,
+        *,
+        worktree_root: Path,
+        ccache_dir: Path | None = None,
+        sandbox: Sandbox | None = None,
+        crash_config: CrashConfig = DEFAULT_CONFIG,
+        clock: Callable[[], datetime] = now,
+    ) -> None:
+        self.name = opts.name
+        self.opts = opts
+        self.worktree_root = worktree_root
+        self.ccache_dir = ccache_dir
+        self.sandbox = sandbox
+        self.crash_config = crash_config
+        self.clock = clock
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(
+        self,
+        branch_name: str,
+        worktree: Path,
+        tests: Sequence[TestSpec],
+        out_dir: Path,
+        *,
+        base: str | None = None,
+    ) -> RunResult:
+        """*tests* are ignored: the tests are the branch's own selftests of `targets`."""
+        out_dir = out_dir.resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        started = self.clock()
+        vm, kvm_reason = resolve_config(self._vm_config(worktree))
+        (out_dir / REPRODUCE).write_text(self.reproduce_script(branch_name, vm), encoding="utf-8")
+        run = RunResult(self.name, branch_name, started, None, RUN_DONE, log_dir=str(out_dir),
+                        reproduce=(out_dir / REPRODUCE).read_text())  # fmt: skip
+
+        def error(msg: str) -> RunResult:
+            log.error("executor %s: branch %s: %s", self.name, branch_name, msg)
+            return replace(run, finished=self.clock(), status=RUN_ERROR, error=msg)
+
+        problems = missing_prerequisites(vm)
+        if self.opts.kernel == "build":  # the image is made below
+            problems = [p for p in problems if "no kernel image" not in p]
+        if problems:
+            return error("cannot start VMs: " + "; ".join(problems))
+        log.info("executor %s: branch %s: %s", self.name, branch_name, kvm_reason)
+        builder = self._builder(worktree)
+        try:
+            if self.opts.kernel == "build":
+                built = builder.build(worktree, out_dir)
+                vm = replace(vm, kernel=built.image)
+                run = replace(run, kernel=str(built.image), config=str(built.config))
+            specs = self._specs(builder, worktree, out_dir)
+        except KernelBuildFailed as e:
+            return self._build_failed(run, e, worktree, base, out_dir)
+        except (InfraError, OSError) as e:
+            return error(str(e))
+        if not specs:
+            return error(f"no selftests to run for targets {list(self.opts.targets)}")
+        results = self._run_all(vm, specs, out_dir)
+        done = replace(run, finished=self.clock(), tests=tuple(results))
+        if not any((out_dir / "vm").glob("*/booted")):
+            return replace(error("no VM booted; see the sessions' console.log"), tests=done.tests)
+        log.info("executor %s: branch %s: %s", self.name, branch_name, done.outcome.value)
+        return done
+
+    def _vm_config(self, worktree: Path) -> VmConfig:
+        kernel = Path(self.opts.kernel) if self.opts.kernel != "build" else self._build_dir(
+            worktree) / IMAGE  # fmt: skip
+        return VmConfig(kernel=kernel, cpus=self.opts.cpus, memory=self.opts.memory,
+                        use_kvm=self.opts.kvm, boot_timeout=self.opts.boot_timeout)  # fmt: skip
+
+    def _build_dir(self, worktree: Path) -> Path:
+        return worktree.with_name(worktree.name + ".build")
+
+    def _builder(self, worktree: Path) -> KernelBuilder:
+        opts = BuildOptions(self.opts.fragments, self.opts.debug, self.opts.jobs, self.ccache_dir)
+        return KernelBuilder(self._build_dir(worktree), opts, self.sandbox)
+
+    def _build_failed(
+        self, run: RunResult, e: KernelBuildFailed, worktree: Path, base: str | None,
+        out_dir: Path,
+    ) -> RunResult:  # fmt: skip
+        """The branch does not build: blame it only when its base does."""
+        if base is not None:
+            wt = Git(worktree)
+            try:
+                wt.run("checkout", "--quiet", "--force", "--detach", base)
+                self._builder(worktree).build(worktree, out_dir / "base")
+            except KernelBuildFailed as base_e:
+                return replace(run, finished=self.clock(), status=RUN_ERROR,
+                               error=f"the base {base[:12]} does not build either: {base_e}")  # fmt: skip
+            except (InfraError, OSError) as infra:
+                return replace(run, finished=self.clock(), status=RUN_ERROR, error=str(infra))
+        log.warning("executor %s: branch %s does not build: %s", self.name, run.branch, e)
+        result = TestResult("build", "kernel" if "selftests" not in e.what else "selftests",
+                            Outcome.FAIL, log_path=str(e.log_path),
+                            reproduce="\n".join(e.errors))  # fmt: skip
+        return replace(run, finished=self.clock(), tests=(result,))
+
+    # -- tests --------------------------------------------------------------------------
+
+    def _specs(self, builder: KernelBuilder, worktree: Path, out_dir: Path) -> list[TestSpec]:
+        install = out_dir / "kselftest"
+        listing = builder.install_selftests(worktree, self.opts.targets, install, out_dir)
+        wanted = set(self.opts.tests)
+        specs = []
+        for line in listing.read_text(encoding="utf-8", errors="replace").splitlines():
+            coll, sep, prog = line.strip().partition(":")
+            if not sep or f"{coll}:{prog}" in self.opts.ignore:
+                continue
+            if wanted and f"{coll}:{prog}" not in wanted:
+                continue
+            timeout = self.opts.test_timeout or _settings_timeout(install / coll)
+            cmd = f"./run_kselftest.sh -o {int(timeout)} -t {shlex.quote(f'{coll}:{prog}')}"
+            specs.append(TestSpec(f"selftests-{namify(coll)}", namify(prog), cmd, timeout,
+                                  install))  # fmt: skip
+        return specs
+
+    def _run_all(self, vm: VmConfig, specs: Sequence[TestSpec], out_dir: Path) -> list[TestResult]:
+        """Longest-timeout first, dealt to the workers; each runs its share in sessions."""
+        ends_at = time.monotonic() + self.opts.deadline
+        pending = [
+            _Pending(s, GuestTest(i, f"{s.group}/{s.name}", str(s.command), s.cwd or out_dir,
+                                  s.timeout + HOST_MARGIN), [])  # fmt: skip
+            for i, s in enumerate(specs)
+        ]
+        shares: list[list[_Pending]] = [[] for _ in range(max(self.opts.workers, 1))]
+        for p in sorted(pending, key=lambda p: -p.spec.timeout):
+            min(shares, key=lambda sh: sum(x.spec.timeout for x in sh)).append(p)
+        counter = _Counter()
+        with ThreadPoolExecutor(len(shares), thread_name_prefix=self.name) as pool:
+            for f in [pool.submit(self._worker, vm, sh, out_dir, ends_at, counter)
+                      for sh in shares if sh]:  # fmt: skip
+                f.result()
+        return [attempts_result(self.name, p.spec, p.attempts, self._reproduce_line(vm, p))
+                for p in pending]  # fmt: skip
+
+    def _worker(
+        self, vm: VmConfig, share: list[_Pending], out_dir: Path, ends_at: float,
+        counter: _Counter,
+    ) -> None:  # fmt: skip
+        for attempt in range(self.opts.retries + 1):
+            todo = [p for p in share if len(p.attempts) == attempt and (
+                attempt == 0 or p.attempts[-1].outcome in RETRY_ON)]  # fmt: skip
+            while todo:
+                if time.monotonic() > ends_at:
+                    for p in todo:
+                        p.attempts.append(_not_run(out_dir, "the run's total deadline passed"))
+                    break
+                n = counter.next()
+                chan = out_dir / "vm" / f"session-{n:03d}"
+                # a retry gets its own directory: the first attempt's logs stay
+                guests = [replace(p.guest, idx=p.guest.idx + 1000 * attempt) for p in todo]
+                session = run_session(vm, guests, chan, rw_dirs=[g.workdir for g in guests],
+                                      kmemleak=self.opts.kmemleak)  # fmt: skip
+                todo = self._take(session, todo)
+
+    def _take(self, session: Session, todo: list[_Pending]) -> list[_Pending]:
+        """Record what *session* ran; return the tests it did not reach."""
+        if not session.booted:  # ours: each test of the session is ERROR, not retried
+            for p in todo:
+                p.attempts.append(Attempt(Outcome.ERROR, 0.0, (), (), session.console_path,
+                                          session.error or "VM did not boot"))  # fmt: skip
+            return []
+        if not any(tr.started for tr in session.runs):  # the runner itself did not start
+            why = session.error or "the guest runner started no test; see console.log"
+            for p in todo:
+                p.attempts.append(Attempt(Outcome.ERROR, 0.0, (), (), session.console_path, why))
+            return []
+        left = []
+        for p, tr in zip(todo, session.runs, strict=True):
+            if tr.started:
+                p.attempts.append(self._judge(session, tr))
+            else:
+                left.append(p)
+        return left
+
+    def _judge(self, session: Session, tr: TestRun) -> Attempt:
+        found = detect(list(tr.console), self.crash_config)
+        if tr.kmemleak is not None:
+            found += detect(tr.kmemleak.read_text(errors="replace").splitlines(),
+                            self.crash_config)  # fmt: skip
+        crashes = tuple(CrashRef.from_crash(c) for c in found)
+        text = tr.output.read_text(encoding="utf-8", errors="replace")
+        parsed = ktap.parse_text(text)
+        died = not tr.timed_out and tr.exit_code is None
+        vmrun = VmRun(
+            exit_code=tr.exit_code, output_path=tr.output, console_path=session.console_path,
+            duration=tr.duration, boot_seconds=session.boot_seconds, timed_out=tr.timed_out,
+            booted=True, kvm=session.kvm,
+            error=("guest stopped during the test (crash?); see console.log" if died
+                   else f"timed out after {tr.test.timeout:g}s" if tr.timed_out else None),
+        )  # fmt: skip
+        outcome, note = judge(vmrun, parsed, crashes, cut_by_deadline=False)
+        if tr.tainted and outcome is Outcome.PASS and any(not c.ignored for c in crashes):
+            outcome = Outcome.CRASH
+        return Attempt(outcome, tr.duration, subtests_of(test_root(parsed)), crashes,
+                       tr.output, note)  # fmt: skip
+
+    # -- reproduce ----------------------------------------------------------------------
+
+    def _reproduce_line(self, vm: VmConfig, p: _Pending) -> str:
+        return f"cd {shlex.quote(str(p.guest.workdir))} && {p.guest.command}"
+
+    def reproduce_script(self, branch: str, vm: VmConfig) -> str:
+        """Rebuild this kernel config and run the same tests in vng, by hand."""
+        o = self.opts
+        frags = " ".join(shlex.quote(f) for f in o.fragments)
+        lines = [
+            "#!/bin/sh",
+            f"# patchci executor {self.name}: reproduce the run of branch {branch}",
+            "# in a checkout of the branch:",
+            "set -e",
+            f"git checkout {shlex.quote(branch)}",
+            "make O=build allnoconfig",
+            "virtme-configkernel --dry-run > build/virtme.config",
+            "# vm.config is patchci's fragment (src/patchci/executor/data/vm.config)",
+            f"scripts/kconfig/merge_config.sh -m -O build build/.config build/virtme.config "
+            f"vm.config {frags}" + (" kernel/configs/debug.config debug.config" if o.debug else ""),
+            "make O=build olddefconfig",
+            "make O=build -j$(nproc) CC='ccache gcc' bzImage headers",
+            f"make -C tools/testing/selftests O=$PWD/build TARGETS={shlex.quote(' '.join(o.targets))}"
+            " INSTALL_PATH=$PWD/kselftest install",
+            "cd kselftest",
+        ]
+        kvm = "" if vm.use_kvm else " --disable-kvm"
+        for t in o.tests or ("",):
+            sel = f" -t {shlex.quote(t)}" if t else ""
+            lines.append(f"vng --run ../build/{IMAGE}{kvm} --cpus {o.cpus} --memory {o.memory} "
+                         f"--user root --rwdir=$PWD -- ./run_kselftest.sh{sel}")  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._n += 1
+            return self._n
+
+
+def _settings_timeout(directory: Path) -> float:
+    """A selftest directory's `settings` timeout (kselftest's default 45 s without)."""
+    try:
+        for line in (directory / "settings").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "timeout" and value.strip().isdigit():
+                return float(value.strip())
+    except OSError:
+        pass
+    return KSFT_DEFAULT_TIMEOUT
+
+
+def _not_run(out_dir: Path, why: str) -> Attempt:
+    p = out_dir / "not-run.log"
+    p.write_text(f"patchci: not run: {why}\n", encoding="utf-8")
+    return Attempt(Outcome.ERROR, 0.0, (), (), p, why)
+
+
+__all__ = ["BUILD_LOG", "KernelVmExecutor", "KernelVmOptions", "session_argv"]
