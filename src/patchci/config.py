@@ -127,9 +127,9 @@ class ExecutorSettings(_Model):
                 raise ValueError("targets: a vm executor needs kselftest targets (e.g. "
                                  "[\"net/mptcp\"])")  # fmt: skip
             if self.tests_dir or self.build_command:
-                raise ValueError("tests_dir/build_command are for kind = \"local\"")
+                raise ValueError('tests_dir/build_command are for kind = "local"')
         elif self.targets or self.config or self.kernel != "build":
-            raise ValueError("targets/config/kernel are for kind = \"vm\"")
+            raise ValueError('targets/config/kernel are for kind = "vm"')
         return self
 
 

@@ -219,8 +219,17 @@ class KernelVmExecutor:
         """Longest-timeout first, dealt to the workers; each runs its share in sessions."""
         ends_at = time.monotonic() + self.opts.deadline
         pending = [
-            _Pending(s, GuestTest(i, f"{s.group}/{s.name}", str(s.command), s.cwd or out_dir,
-                                  s.timeout + HOST_MARGIN), [])  # fmt: skip
+            _Pending(
+                s,
+                GuestTest(
+                    i,
+                    f"{s.group}/{s.name}",
+                    str(s.command),
+                    s.cwd or out_dir,
+                    s.timeout + HOST_MARGIN,
+                ),
+                [],
+            )  # fmt: skip
             for i, s in enumerate(specs)
         ]
         shares: list[list[_Pending]] = [[] for _ in range(max(self.opts.workers, 1))]

@@ -106,7 +106,7 @@ def runner_script(chan: Path, tests: Sequence[GuestTest], kmemleak: bool) -> str
         "[ -d /sys/kernel/debug/tracing ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null",
         "taint0=$(cat /proc/sys/kernel/tainted)",
         "run_one() {",
-        '  d=$1; n=$2; wd=$3',
+        "  d=$1; n=$2; wd=$3",
         '  echo "patchci: test $n start" > /dev/kmsg',
         '  cat /proc/uptime > "$d/started"',
         '  { cd "$wd" && /bin/sh "$d/command.sh" </dev/null; echo $? > "$d/exit-status.tmp"; }'
@@ -122,7 +122,7 @@ def runner_script(chan: Path, tests: Sequence[GuestTest], kmemleak: bool) -> str
             "  fi",
         ]
     lines += [
-        '  t=$(cat /proc/sys/kernel/tainted)',
+        "  t=$(cat /proc/sys/kernel/tainted)",
         '  if [ "$t" != "$taint0" ]; then echo "$t" > "$d/tainted"; exit 0; fi',
         "}",
     ]
