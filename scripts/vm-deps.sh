@@ -5,7 +5,9 @@
 #
 # 1. As root with apt-get (unless --no-install): installs the missing Debian packages
 #    (QEMU, Debian's kernel + modules, busybox for virtme-ng's initramfs, gcc/libc for
-#    static test binaries).
+#    static test binaries; for the kernel executor, which builds the branch's kernel: the
+#    kernel build dependencies, ccache, rsync for the kselftest install, and
+#    linux-source-6.12, the tree its test builds).
 # 2. With CACHE_DIR: builds an installed-style kselftest tree in CACHE_DIR/kselftest that
 #    run_kselftest.sh can run: net/af_unix:scm_rights and net/af_unix:diag_uid, compiled
 #    statically on the host from the sources pinned in tests/data/kselftest-6.12 (Linux
@@ -37,6 +39,16 @@ declare -A probe=(
   [perl]="command -v perl"
   [iproute2]="command -v ss"
   [xz-utils]="command -v xz"
+  [make]="command -v make"
+  [flex]="command -v flex"
+  [bison]="command -v bison"
+  [bc]="command -v bc"
+  [libelf-dev]="test -e /usr/include/libelf.h"
+  [libssl-dev]="test -e /usr/include/openssl/ssl.h"
+  [ccache]="command -v ccache"
+  [rsync]="command -v rsync"
+  [cpio]="command -v cpio"
+  [linux-source-6.12]="test -e /usr/src/linux-source-6.12.tar.xz"
 )
 
 missing=()

@@ -66,7 +66,7 @@ def linux_repo() -> Path:
             subprocess.run(["tar", "-xf", str(TARBALL), "-C", str(src), "--strip-components=1"],
                            check=True, timeout=1800)  # fmt: skip
             _git(src, "init", "-q", "--initial-branch=main")
-            _git(src, "add", "-A")
+            _git(src, "add", "-A", "--force")  # Debian's .gitignore ignores the top level
             _git(src, "commit", "-q", "--no-verify", "-m", f"Linux from {TARBALL.name}")
             part = repo.with_name(repo.name + ".part")
             shutil.rmtree(part, ignore_errors=True)

@@ -8,6 +8,7 @@ branch grid (every 3 hours, UTC) is hit or missed on purpose and nothing sleeps.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -424,3 +425,71 @@ def test_a_series_accepted_in_patchwork_stays_out_with_the_reason(world: World) 
     with client_for(create_app(world.settings)) as http:
         page = http.get(f"/contest?branch={BRANCH}").text
     assert "Patchwork state: accepted" in page
+
+
+def _running_runs(world: World) -> list[int]:
+    from sqlalchemy import select
+
+    from patchci.db import tables as t
+
+    with world.store.engine.connect() as conn:
+        q = select(t.runs.c.id).where(t.runs.c.status == "running")
+        return [r for (r,) in conn.execute(q)]
+
+
+def test_a_run_killed_mid_way_is_run_again_once_and_stored_once(
+    world: World, tmp_path: Path
+) -> None:
+    """Jobs of a killed daemon stayed `running` forever; a killed branch run was never run
+    again (its branch existed, so it was not due) and its series never got a verdict."""
+    import multiprocessing
+    import os
+    import signal
+
+    from patchci.contest import cmd_branch_now
+
+    mark = tmp_path / "slow"
+    mark.touch()
+    slow = f"#!/bin/sh\n[ -e {mark} ] && sleep 120\n" + OK_TEST.split("\n", 1)[1]
+    write(world.git.repo, f"{TESTS_DIR}/ok.sh", slow)
+    world.git.add_all()
+    world.git.commit("selftests: slow when asked\n\n" + SOB)
+    child = multiprocessing.get_context("fork").Process(
+        target=cmd_branch_now, args=(world.settings, "nn")
+    )
+    child.start()
+    deadline = time.monotonic() + 60
+    while not _running_runs(world) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (rid,) = _running_runs(world)
+    time.sleep(1)  # the test is sleeping inside the run now
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    mark.unlink()
+    stats = world.cycle(OFF_GRID)  # the restarted daemon: nothing due, the run is resumed
+    assert stats["branch_errors"] == 0
+    assert _running_runs(world) == []
+    (branch,) = world.branches()
+    runs = world.results.branch_runs(branch)
+    assert [(r.id, r.status) for r in runs] == [(rid, "done")]  # stored once, in its row
+    (test,) = world.results.branch_results(branch)[0].tests
+    assert test.outcome is Outcome.PASS
+    # its series got its contest verdict once the run was done
+    assert sorted(c.patch_id for c in world.contest_checks()) == sorted(world.patch_ids)
+
+
+def test_a_run_interrupted_twice_is_an_error_of_ours(world: World) -> None:
+    from sqlalchemy import update
+
+    from patchci.db import tables as t
+
+    assert world.cut(NOW) and world.branches() == [BRANCH]
+    (run,) = world.results.branch_runs(BRANCH)
+    with world.store.engine.begin() as conn:  # as a worker that died on its 2nd attempt
+        conn.execute(update(t.runs).where(t.runs.c.id == run.id).values(
+            status="running", worker="nohost:1:x", attempts=2, lease_until=None))  # fmt: skip
+    world.cycle(OFF_GRID)
+    (after,) = world.results.branch_runs(BRANCH)
+    assert after.status == "error" and "interrupted 2 times" in after.error
+    assert {c.state for c in world.contest_checks()} <= {"success", "pending"}

@@ -61,6 +61,7 @@ from patchci.report.contest import summarise as summarise_runs
 from patchci.report.deliver import DeliveryStats, deliver_posts
 from patchci.report.patchwork import CheckPost
 from patchci.sandbox import Sandbox
+from patchci.service.leases import holding, worker_dead, worker_id
 from patchci.sources.patchwork import PatchworkClient
 from patchci.trees import TreeSync
 
@@ -214,11 +215,19 @@ def cut_and_run(
     gated = tuple((c.series_id, why) for c, why in plan.excluded)
     manifest = replace(manifest, left_out=manifest.left_out + gated)
     branch_id = results.save_branch(manifest)
+    owner = worker_id(store)
+    started = [
+        (ex, specs, results.start_run(branch_id, ex.name, datetime.now(UTC)))
+        for ex, specs in [(executor, tests), *also]
+    ]  # every run is recorded (running, leased) before the first starts: a kill resumes
+    for _, _, rid in started:
+        results.hold_run(rid, owner, RUN_LEASE)
     runs = []
-    for ex, specs in [(executor, tests), *also]:
+    for ex, specs, rid in started:
         out = work_dir / "runs" / manifest.name / namify(ex.name)
-        run = _run_tests(git, manifest.name, manifest.head, ex, specs, out, manifest.base)
-        results.save_run(branch_id, run)
+        with holding(partial(results.hold_run, rid, owner, RUN_LEASE), f"run {rid}", RUN_LEASE):
+            run = _run_tests(git, manifest.name, manifest.head, ex, specs, out, manifest.base)
+        results.finish_run(rid, run)
         runs.append(run)
     return ContestRun(manifest, tuple(runs), branch_id)
 
@@ -334,6 +343,68 @@ def find_culprits(
 
 
 # -- the schedule --------------------------------------------------------------------------
+
+# A branch run's lease (renewed every RUN_LEASE / 3 s while it runs). A run whose worker
+# died is run again once by the next daemon cycle; a second death makes it ERROR (ours).
+RUN_LEASE = 300.0
+RUN_ATTEMPTS = 2
+
+
+def resume_runs(
+    store: Store, results: ResultsStore, settings: Settings,
+    clients: Mapping[str, PatchworkClient],
+) -> int:  # fmt: skip
+    """Runs left `running` by a worker that is gone (kill -9, lost host): each is run again
+    once, stored in its own row (so once), and the branch's checks posted when it was the
+    last; one interrupted twice is recorded as an error run. Returns runs taken up."""
+    me = worker_id(store)
+    n = 0
+    for orphan in results.orphaned_runs(worker_dead(me)):
+        if not results.take_over_run(orphan.id, me, RUN_LEASE, orphan.worker):
+            continue  # another worker took it first
+        n += 1
+        row = results.branch(orphan.branch)
+        if orphan.attempts >= RUN_ATTEMPTS:
+            why = (f"interrupted {orphan.attempts} times (its worker died: kill -9 or a "
+                   f"lost host); not run again")  # fmt: skip
+            log.error("branch %s: run %d of %s %s", row.name, orphan.id, orphan.executor, why)
+            now = datetime.now(UTC)
+            results.finish_run(orphan.id, RunResult(orphan.executor, row.name, now, now,
+                                                    RUN_ERROR, why))  # fmt: skip
+        else:
+            log.warning("branch %s: run %d of %s was interrupted (worker %s gone): running "
+                        "it again", row.name, orphan.id, orphan.executor, orphan.worker)  # fmt: skip
+            _rerun(store, results, settings, row, orphan.id, orphan.executor, me)
+        if not any(r.status == "running" for r in results.branch_runs(row.name)):
+            try:
+                _post_branch(store, results, settings, row.name, clients)
+            except InfraError as e:
+                log.error("branch %s: contest post failed: %s", row.name, e)
+    return n
+
+
+def _rerun(
+    store: Store, results: ResultsStore, settings: Settings, row: BranchRow, run_id: int,
+    executor: str, owner: str,
+) -> None:  # fmt: skip
+    ss = next((s for s in settings.streams if s.name == row.stream), None)
+    started = datetime.now(UTC)
+    if ss is None:
+        results.finish_run(run_id, RunResult(executor, row.name, started, started, RUN_ERROR,
+                                             f"stream {row.stream} is no longer configured"))  # fmt: skip
+        return
+    path = settings.tree_path(settings.tree(ss.tree))
+    pairs = {ex.name: (ex, specs) for ex, specs in stream_executors(settings, ss, path, row.base)}
+    if executor not in pairs:
+        results.finish_run(run_id, RunResult(executor, row.name, started, started, RUN_ERROR,
+                                             f"executor {executor} is no longer configured"))  # fmt: skip
+        return
+    ex, specs = pairs[executor]
+    out = settings.data_path / "contest" / "runs" / row.name / namify(executor)
+    with holding(lambda: results.hold_run(run_id, owner, RUN_LEASE), f"run {run_id}", RUN_LEASE):
+        run = _run_tests(Git(path), row.name, row.head, ex, specs, out, row.base)
+    results.finish_run(run_id, run)
+
 
 _T = TypeVar("_T")
 

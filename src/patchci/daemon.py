@@ -8,14 +8,11 @@ reported through the idempotent delivery ledger.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import logging
-import os
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -30,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from patchci import proc
 from patchci.checks.base import Check
 from patchci.config import PatchworkSource, Settings
-from patchci.contest import cut_due
+from patchci.contest import cut_due, resume_runs
 from patchci.db.results import ResultsStore
 from patchci.db.store import SeriesRow, Store
 from patchci.errors import ConfigError, FetchError, InfraError, PatchError
@@ -51,6 +48,7 @@ from patchci.model import (
 from patchci.pipeline import Workspace, check_series
 from patchci.report.deliver import DeliveryStats, deliver_checks
 from patchci.service.ingest import expire_incomplete, poll_created, poll_mail, poll_patchwork
+from patchci.service.leases import LEASE, holding, worker_dead, worker_id
 from patchci.sources.patchwork import PatchworkClient
 from patchci.trees import TreeSync
 
@@ -86,66 +84,6 @@ def checks_for_tree(settings: Settings) -> Callable[..., list[Check]]:
     return checks_for
 
 
-# A claimed job's lease, renewed every LEASE / 3 s while it runs: a daemon killed with -9
-# leaves jobs whose lease ends, and another (or the restarted one) takes them up again.
-LEASE = 90.0
-
-
-def worker_id(store: Store) -> str:
-    """Who holds a lease: host, pid (what an operator greps for) and the store's instance
-    tag (a daemon restarted in the same process, as tests do, is another worker)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{store.instance}"
-
-
-def _worker_dead(me: str) -> Callable[[str], bool]:
-    """Is the worker certainly gone? Only known for this host: an earlier instance in this
-    pid, or a pid that no longer exists. Other hosts' workers are gone when their lease
-    ends."""
-    host, pid, _ = me.split(":", 2)
-
-    def dead(worker: str) -> bool:
-        parts = worker.split(":")
-        if len(parts) != 3 or parts[0] != host or worker == me:
-            return False
-        if not parts[1].isdigit():
-            return False
-        if parts[1] == pid:
-            return True
-        try:
-            os.kill(int(parts[1]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
-    return dead
-
-
-@contextlib.contextmanager
-def _holding(store: Store, job: int, owner: str) -> Iterator[threading.Event]:
-    """Renew *job*'s lease in the background while the body runs; the event is set when
-    the lease was lost (it expired and the work went to another worker)."""
-    lost, done = threading.Event(), threading.Event()
-
-    def beat() -> None:
-        while not done.wait(LEASE / 3):
-            try:
-                if not store.renew_lease(job, owner, LEASE):
-                    lost.set()
-                    return
-            except Exception:  # a database hiccup: try again at the next beat
-                log.warning("job %s: lease renewal failed, will retry", job, exc_info=True)
-
-    t = threading.Thread(target=beat, name=f"lease-{job}", daemon=True)
-    t.start()
-    try:
-        yield lost
-    finally:
-        done.set()
-        t.join(timeout=5)
-
-
 def make_workspace(settings: Settings) -> Workspace:
     """Trees fetched when due (one TreeSync per process: it remembers the last fetches) and
     a persistent worktree per check worker under data_dir/worktrees/<tree>."""
@@ -166,7 +104,7 @@ def process_series(
     series = store.load_series(series_id)
     log_dir = settings.data_path / "logs" / f"series-{series_id}" / f"job-{job}"
     try:
-        with _holding(store, job, owner) as lost:
+        with holding(lambda: store.renew_lease(job, owner, LEASE), f"job {job}") as lost:
             verdict = check_series(series, settings.model_trees(), checks_for_tree(settings),
                                    log_dir, sandbox=settings.untrusted(), workspace=ws,
                                    progress=_progress(settings, series_id))  # fmt: skip
@@ -232,18 +170,39 @@ def process_pending(
     posted, so a kill lost every post of the cycle)."""
     owner = worker_id(store)
     ws = workspace or make_workspace(settings)
-    n = 0
-    posted = DeliveryStats()
-    while n < limit:
-        claimed = store.claim_series(NEW, CHECKING, "checks", owner, LEASE)
-        if claimed is None:
-            break
-        sid, job = claimed
-        process_series(store, settings, sid, job, owner, ws)
-        n += 1
-        if clients is not None:
-            posted += report_pending(store, settings, clients, only=sid)
-    return n, posted
+    lock = threading.Lock()
+    count = [0]
+    posted = [DeliveryStats()]
+
+    def work() -> None:
+        while True:
+            with lock:
+                if count[0] >= limit:
+                    return
+                count[0] += 1
+            claimed = store.claim_series(NEW, CHECKING, "checks", owner, LEASE)
+            if claimed is None:
+                with lock:
+                    count[0] -= 1
+                return
+            sid, job = claimed
+            process_series(store, settings, sid, job, owner, ws)
+            if clients is not None:
+                stats = report_pending(store, settings, clients, only=sid)
+                with lock:
+                    posted[0] += stats
+
+    if settings.workers <= 1:
+        work()
+    else:  # `workers` series at once, each in its own worktree (flock'd slots)
+        threads = [
+            threading.Thread(target=work, name=f"check-{i}") for i in range(settings.workers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return count[0], posted[0]
 
 
 # Infrastructure errors are retried: the n-th retry waits RETRY_FIRST_WAIT * 2^n seconds
@@ -292,7 +251,7 @@ def retry_due(store: Store, now: datetime | None = None) -> int:
 def reclaim(store: Store, settings: Settings) -> int:
     """Take up the work of dead workers (expired leases) and remove their worktrees."""
     dead = store.reclaim_expired({CHECKING: NEW, REPORTING: CHECKED},
-                                 dead=_worker_dead(worker_id(store)))  # fmt: skip
+                                 dead=worker_dead(worker_id(store)))  # fmt: skip
     for job in dead:
         _remove_worktrees(settings.data_path / "logs" / f"series-{job.series_id}" / f"job-{job.id}")
     return len(dead)
@@ -419,6 +378,7 @@ def run_cycle(
     *,
     now: datetime | None = None,
     workspace: Workspace | None = None,
+    contest_inline: bool = True,
 ) -> dict[str, int]:
     """One pass: poll every source, check what is new, report, then (with streams
     configured) cut the branches due at *now*. Never raises for one source's or one
@@ -461,12 +421,41 @@ def run_cycle(
         stats["errors"] += 1
         stats["storage_errors"] = 1
         return stats
-    if settings.streams:
+    if settings.streams and contest_inline:
         when = now or datetime.now(UTC)
-        cuts = cut_due(store, ResultsStore(store.engine), settings, when, clients)
+        results = ResultsStore(store.engine)
+        resume_runs(store, results, settings, clients)
+        cuts = cut_due(store, results, settings, when, clients)
         stats["branches"] = sum(c.branch is not None for c in cuts)
         stats["branch_errors"] = sum(bool(c.errors) for c in cuts)
     return stats
+
+
+# The contest thread looks for due branches and interrupted runs this often.
+CONTEST_TICK = 30.0
+
+
+def contest_loop(
+    store: Store, settings: Settings, clients: dict[str, PatchworkClient], stop: threading.Event
+) -> None:
+    """The daemon's contest job, in its own thread: branch runs take hours, and polling and
+    per-patch checks go on meanwhile (they stopped for as long as a branch took)."""
+    results = ResultsStore(store.engine)
+    while True:
+        try:
+            resume_runs(store, results, settings, clients)
+            for cut in cut_due(store, results, settings, datetime.now(UTC), clients):
+                if cut.branch or cut.errors:
+                    print(f"contest: stream {cut.stream}: branch {cut.branch or '-'}, run "
+                          f"{cut.run_status or '-'}, {cut.posted} checks posted"
+                          + (f", errors: {'; '.join(cut.errors)}" if cut.errors else ""),
+                          flush=True)  # fmt: skip
+        except (SQLAlchemyError, OSError) as e:
+            log.error("contest: %s", storage_reason(e, settings))
+        except Exception:  # a bug must not stop the thread: the next tick tries again
+            log.exception("contest: crashed, will retry")
+        if stop.wait(CONTEST_TICK):
+            return
 
 
 def token_problems(settings: Settings) -> list[str]:
@@ -516,6 +505,11 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     prune_worktrees(store, settings)
     workspace = make_workspace(settings)
     stop = threading.Event()
+    contest: threading.Thread | None = None
+    if not once and settings.streams:
+        contest = threading.Thread(target=contest_loop, args=(store, settings, clients, stop),
+                                   name="contest", daemon=True)  # fmt: skip
+        contest.start()
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
         stop.set()
@@ -530,7 +524,8 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     try:
         while True:
             started = datetime.now(UTC)
-            stats = run_cycle(store, settings, clients, source, workspace=workspace)
+            stats = run_cycle(store, settings, clients, source, workspace=workspace,
+                              contest_inline=contest is None)  # fmt: skip
             print(_cycle_line(stats), flush=True)
             if once:
                 _print_summary(store, started)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, exists, false, func, select, type_coerce
@@ -41,6 +41,17 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 500  # ids per IN (...) list
 _FAILING = tuple(o.value for o in RETRY_ON)
+
+
+@dataclass(frozen=True)
+class OrphanRun:
+    """A run left `running` by a worker that is gone."""
+
+    id: int
+    branch: str
+    executor: str
+    worker: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -273,6 +284,52 @@ class ResultsStore(Database):
         """A run in progress (status "running"), so a UI can show it before it ends."""
         with self._write() as conn:
             return self._insert_run(conn, branch_id, executor, started, reproduce, log_dir)
+
+    def hold_run(self, run_id: int, worker: str, lease: float) -> bool:
+        """Take or extend the lease of a running run; False when another worker has it."""
+        rc = t.runs.c
+        until = utcnow() + timedelta(seconds=lease)
+        with self._write() as conn:
+            res = conn.execute(
+                t.runs.update()
+                .where(rc.id == run_id, rc.status == RUN_RUNNING)
+                .where((rc.worker == worker) | (rc.worker == ""))
+                .values(worker=worker, lease_until=until)
+            )
+            return res.rowcount == 1
+
+    def orphaned_runs(
+        self, dead: Callable[[str], bool], now: datetime | None = None
+    ) -> list[OrphanRun]:
+        """Running runs whose lease ended or whose worker is known *dead*."""
+        now = now or utcnow()
+        rc, bc = t.runs.c, t.branches.c
+        q = (
+            select(rc.id, rc.executor, rc.worker, rc.lease_until, rc.attempts, bc.name)
+            .join(t.branches, bc.id == rc.branch_id)
+            .where(rc.status == RUN_RUNNING)
+        )
+        with self._read() as conn:
+            rows = conn.execute(q).all()
+        out = []
+        for r in rows:
+            until = as_utc(r.lease_until) if r.lease_until is not None else None
+            if (until is not None and until > now) and not dead(r.worker):
+                continue
+            out.append(OrphanRun(r.id, r.name, r.executor, r.worker, r.attempts))
+        return out
+
+    def take_over_run(self, run_id: int, worker: str, lease: float, previous: str) -> bool:
+        """Claim an orphaned run for another attempt (only if still held by *previous*)."""
+        rc = t.runs.c
+        until = utcnow() + timedelta(seconds=lease)
+        with self._write() as conn:
+            res = conn.execute(
+                t.runs.update()
+                .where(rc.id == run_id, rc.status == RUN_RUNNING, rc.worker == previous)
+                .values(worker=worker, lease_until=until, attempts=rc.attempts + 1)
+            )
+            return res.rowcount == 1
 
     def finish_run(self, run_id: int, run: RunResult) -> None:
         """Record the outcome of a started run: its status, facts and every test."""

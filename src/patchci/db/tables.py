@@ -291,6 +291,11 @@ runs = Table(
     Column("reproduce", Text, nullable=False),
     Column("log_dir", Text, nullable=True),
     Column("link", Text, nullable=True),
+    # A running run belongs to its worker until the lease ends (see jobs.lease_until);
+    # attempts counts how often it was started (a run is started again once).
+    Column("worker", Text, nullable=False, server_default=""),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="1"),
     Index(None, "branch_id", "executor"),
     Index(None, "executor", "started_at"),
     Index(None, "status"),  # the status page's running runs

@@ -139,6 +139,7 @@ class KernelVmExecutor:
         problems = missing_prerequisites(vm)
         if self.opts.kernel == "build":  # the image is made below
             problems = [p for p in problems if "no kernel image" not in p]
+            problems += build_problems()
         if problems:
             return error("cannot start VMs: " + "; ".join(problems))
         log.info("executor %s: branch %s: %s", self.name, branch_name, kvm_reason)
@@ -348,6 +349,25 @@ class _Counter:
         with self._lock:
             self._n += 1
             return self._n
+
+
+# What building a kernel and installing its selftests needs (Debian package in brackets).
+BUILD_TOOLS = (("make", "make"), ("gcc", "gcc"), ("flex", "flex"), ("bison", "bison"),
+               ("bc", "bc"), ("rsync", "rsync"), ("perl", "perl"))  # fmt: skip
+
+
+def build_problems() -> list[str]:
+    """Tools a kernel build needs that are missing here, one line each (ours, not the
+    patch's: a build without flex once failed as "Target 'defconfig' not remade")."""
+    from patchci import proc
+
+    out = [f"{tool} not found (apt-get install {pkg})" for tool, pkg in BUILD_TOOLS
+           if proc.which(tool) is None]  # fmt: skip
+    for header, pkg in (("/usr/include/libelf.h", "libelf-dev"),
+                        ("/usr/include/openssl/ssl.h", "libssl-dev")):  # fmt: skip
+        if not Path(header).exists():
+            out.append(f"{header} not found (apt-get install {pkg})")
+    return out
 
 
 def _settings_timeout(directory: Path) -> float:

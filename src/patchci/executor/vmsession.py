@@ -47,6 +47,7 @@ RUNNER = "session.sh"
 DONE = "done"
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 _POLL = 0.2
+EXIT_GRACE = 30.0  # after the runner is done, the VM has this long to power off
 _MARK = re.compile(r"patchci: test (\d+) start")
 
 
@@ -146,6 +147,7 @@ class _Watchdog(threading.Thread):
         self.ended: dict[int, float] = {}
         self.killed_for: tuple[str, int | None] | None = None
         self.done = threading.Event()
+        self.finished_at: float | None = None  # when the runner said it was done
 
     def run(self) -> None:
         while not self.done.wait(_POLL):
@@ -156,6 +158,9 @@ class _Watchdog(threading.Thread):
             if self.booted_at is None:
                 if now - self.start_time > self.boot_timeout:
                     self._kill("boot", None)
+                continue
+            if self.finished_at is not None and now - self.finished_at > EXIT_GRACE:
+                self._kill("power-off", None)  # a guest that halts instead of powering off
                 continue
             for t in self.tests:
                 began = self.started.get(t.idx)
@@ -168,6 +173,8 @@ class _Watchdog(threading.Thread):
         if self.booted_at is None and (self.chan / BOOTED).exists():
             self.booted_at = now
             log.info("vm: guest up after %.1fs", now - self.start_time)
+        if self.finished_at is None and (self.chan / DONE).exists():
+            self.finished_at = now
         for t in self.tests:
             d = test_dir(self.chan, t)
             if t.idx not in self.started and (d / "started").exists():
