@@ -493,3 +493,31 @@ def test_a_run_interrupted_twice_is_an_error_of_ours(world: World) -> None:
     (after,) = world.results.branch_runs(BRANCH)
     assert after.status == "error" and "interrupted 2 times" in after.error
     assert {c.state for c in world.contest_checks()} <= {"success", "pending"}
+
+
+def test_the_nipa_feed_is_written_every_cycle_and_served(world: World) -> None:
+    """branches.json and the results manifests existed as functions only the demo called."""
+    import json
+
+    from patchci.executor.nipa_json import load_run_file, parse_manifest
+    from patchci.web.app import create_app
+    from tests.web_server import client_for
+
+    world.cycle(NOW)
+    feed = world.root / "data" / "feed" / "nn"
+    (entry,) = json.loads((feed / "branches.json").read_text())
+    assert entry["branch"] == BRANCH and entry["url"] == f"{world.git.repo} {BRANCH}"
+    info = json.loads((feed / "branches-info.json").read_text())
+    assert info[BRANCH]["series"] == [world.series_id]
+    (m,) = parse_manifest(json.loads((feed / "local-nn" / "results.json").read_text()))
+    assert m.branch == BRANCH and m.url is not None
+    run_file = feed / "local-nn" / m.url.rsplit("/", 1)[1]
+    imported = load_run_file(run_file)
+    assert [(t.name, t.outcome) for t in imported.run.tests] == [("ok-sh", Outcome.PASS)]
+    before = run_file.stat().st_mtime_ns
+    world.cycle(NOW + timedelta(minutes=5))  # written once
+    assert run_file.stat().st_mtime_ns == before
+    with client_for(create_app(world.settings)) as http:
+        served = http.get("/feed/nn/branches.json")
+        assert served.status_code == 200 and served.json() == [entry]
+        assert http.get(f"/feed/nn/local-nn/{run_file.name}").status_code == 200

@@ -195,6 +195,19 @@ class WebConfig(_Model):
     page_size: Annotated[int, Field(ge=1, le=500)] = 50
 
 
+class FeedConfig(_Model):
+    """`[feed]`: the NIPA-format feed (branches.json, branches-info.json, each executor's
+    results manifest and run files), written every cycle and served by `patchci serve` at
+    /feed/, so NIPA-style executors and collectors can use patchci's branches."""
+
+    enabled: bool = True
+    dir: str | None = None  # default data_dir/feed
+    # Where /feed/ is reachable from outside (the URLs inside the manifests).
+    public_url: Annotated[str, Field(pattern=r"^https?://")] = "http://127.0.0.1:8080/feed"
+    # The git URL executors fetch the branches from (default: the tree's url or path).
+    git_url: str | None = None
+
+
 class SandboxConfig(_Model):
     """`[sandbox]`: how patch code (builds, the patched tree's scripts, tests) runs."""
 
@@ -220,6 +233,7 @@ class Settings(_Model):
     # Kept between runs: kernel builds are incremental from branch to branch.
     ccache_dir: str | None = None  # default data_dir/ccache
     web: WebConfig = WebConfig()
+    feed: FeedConfig = FeedConfig()
     sandbox: SandboxConfig = SandboxConfig()
     # Set by load_settings: the file these settings came from (hidden from patch code).
     config_path: str | None = None
@@ -257,6 +271,12 @@ class Settings(_Model):
             if e.name == name:
                 return e
         raise ConfigError(f"executors: no executor named {name!r}")
+
+    @property
+    def feed_path(self) -> Path:
+        if self.feed.dir:
+            return Path(os.path.expanduser(self.feed.dir)).resolve()
+        return self.data_path / "feed"
 
     @property
     def ccache_path(self) -> Path:

@@ -49,6 +49,7 @@ from patchci.pipeline import Workspace, check_series
 from patchci.report.deliver import DeliveryStats, deliver_checks
 from patchci.service.ingest import expire_incomplete, poll_created, poll_mail, poll_patchwork
 from patchci.service.leases import LEASE, holding, worker_dead, worker_id
+from patchci.service.publish import publish_feed
 from patchci.sources.patchwork import PatchworkClient
 from patchci.trees import TreeSync
 
@@ -428,7 +429,16 @@ def run_cycle(
         cuts = cut_due(store, results, settings, when, clients)
         stats["branches"] = sum(c.branch is not None for c in cuts)
         stats["branch_errors"] = sum(bool(c.errors) for c in cuts)
+    if settings.streams:
+        _publish(store, settings)
     return stats
+
+
+def _publish(store: Store, settings: Settings) -> None:
+    try:
+        publish_feed(settings, ResultsStore(store.engine))
+    except (SQLAlchemyError, OSError) as e:  # ours; the next cycle writes it again
+        log.error("feed: not written: %s", _infra_reason(e))
 
 
 # The contest thread looks for due branches and interrupted runs this often.

@@ -240,6 +240,14 @@ class ResultsStore(Database):
             row = conn.execute(q).first()
             return None if row is None else self._branch_row(conn, row)
 
+    def stream_branches(self, stream: str, limit: int = 500) -> list[BranchRow]:
+        """The newest *limit* branches of *stream*, oldest first."""
+        bc = t.branches.c
+        q = select(t.branches).where(bc.stream == stream).order_by(bc.date.desc(), bc.id.desc())
+        with self._read() as conn:
+            rows = conn.execute(q.limit(limit)).all()
+            return [self._branch_row(conn, r) for r in reversed(rows)]
+
     def branches_of_series(self, series_id: int) -> list[str]:
         """Names of the branches that included *series_id*, oldest first."""
         bc, bs = t.branches.c, t.branch_series.c

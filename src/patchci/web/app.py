@@ -77,6 +77,8 @@ def create_app(
     app.state.templates = render.make_templates()
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if settings.feed.enabled:  # the NIPA feed the daemon writes (service/publish.py)
+        app.mount("/feed", StaticFiles(directory=settings.feed_path, check_dir=False), name="feed")
     app.include_router(pages.router)
     app.include_router(contest.pages)
     app.include_router(history.pages)
