@@ -169,3 +169,44 @@ def test_config_check_validates_each_checks_options(
     err = capsys.readouterr().err
     assert error in err, err
     assert err.count("\n") == 1
+
+
+def test_config_check_names_executors_streams_and_what_vms_will_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "net"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[[trees]]\nname = "net"\npath = "{repo}"\nremote = "origin"\n\n'
+        '[[executors]]\nname = "vmksft"\nkind = "vm"\ntargets = ["net/mptcp"]\n\n'
+        '[[streams]]\nname = "s"\ntree = "net"\nexecutors = ["vmksft"]\n'
+    )
+    assert main(["config", "check", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "base refs/remotes/origin/main" in out
+    assert "stream s: tree net, every 3 h; executors vmksft" in out
+    assert "vm executors vmksft: " in out and ("KVM" in out or "TCG" in out)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ('[[executors]]\nname = "v"\nkind = "vm"\n', "executors.0: targets: a vm executor needs"),
+        ('[[executors]]\nname = "v"\nkind = "local"\ntargets = ["x"]\n',
+         "targets/config/kernel are for kind"),
+        ('[[streams]]\nname = "s"\ntree = "net"\nexecutors = ["nope"]\n',
+         "streams.s.executors: no [[executors]] entry named 'nope'"),
+        ('[[trees]]\nname = "t"\nurl = "file:///x"\nremote = "origin"\n',
+         "'remote' is for a 'path' tree"),
+    ],
+)  # fmt: skip
+def test_config_check_rejects_bad_executors_and_trees(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, error: str
+) -> None:
+    repo = tmp_path / "net"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[[trees]]\nname = "net"\npath = "{repo}"\n\n' + body)
+    assert main(["config", "check", str(cfg)]) == 2
+    assert error in capsys.readouterr().err

@@ -68,7 +68,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         f"database {s.db_url.split('://', 1)[0]}"
     )
     for t in s.trees:
-        print(f"  tree {t.name}: tags {', '.join(t.tags) or t.name}; checks {', '.join(t.checks)}")
+        where = f"mirror of {t.url}" if t.url else str(s.tree_path(t))
+        print(f"  tree {t.name}: {where}, base {t.base_ref}; tags {', '.join(t.tags) or t.name};"
+              f" checks {', '.join(t.checks)}")  # fmt: skip
+    for st in s.streams:
+        execs = ", ".join(st.executors) or f"local run of {st.tests_dir}"
+        print(f"  stream {st.name}: tree {st.tree}, every {st.every_hours} h; executors {execs}")
+    for line in executor_notes(s):
+        print(f"  {line}")
     from patchci.daemon import token_problems
     from patchci.sandbox import describe
 
@@ -76,6 +83,25 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     for line in token_problems(s):
         print(f"  warning: {line}")
     return EXIT_OK
+
+
+def executor_notes(s: Settings) -> list[str]:
+    """What `config check` says about the vm executors: KVM or TCG, missing tools."""
+    vms = [e for e in s.executors if e.kind == "vm"]
+    if not vms:
+        return []
+    from patchci.executor.kernel import build_problems
+    from patchci.executor.kvm import kvm_status
+    from patchci.executor.vm import missing_prerequisites
+
+    kvm = kvm_status()
+    out = [f"vm executors {', '.join(e.name for e in vms)}: "
+           f"{'KVM' if kvm.usable else 'TCG (slower)'}: {kvm.reason}"]  # fmt: skip
+    problems = [p for p in missing_prerequisites() if "kernel image" not in p]
+    if any(e.kernel == "build" for e in vms):
+        problems += build_problems()
+    out += [f"warning: vm executors: {p}" for p in problems]
+    return out
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
