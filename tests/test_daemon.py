@@ -433,7 +433,7 @@ def test_a_crash_while_checking_one_series_does_not_stop_the_others(
             raise KeyError("unexpected")
         return real(series, *args, **kw)
 
-    monkeypatch.setattr("patchci.daemon.check_series", check_series)
+    monkeypatch.setattr("patchci.service.check.check_series", check_series)
     stats = rig.cycle()
 
     assert stats["checked"] == 2

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-import patchci.daemon
+import patchci.service.check
+import patchci.service.report
 from patchci.checks.signed_off_by import SignedOffBy
 from patchci.daemon import open_store, report_pending
 from patchci.db.store import Store
@@ -121,7 +122,7 @@ def test_killed_between_storing_results_and_reporting(
     rig: Rig, demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sid = rig.emu.add_series_from_mbox(demo.samples[CLEAN_3].mbox)
-    real = patchci.daemon.report_pending
+    real = patchci.service.report.report_pending
 
     def killed(*a: Any, **k: Any) -> Any:
         if k.get("only") is not None:  # the post right after the series' checks
@@ -129,7 +130,7 @@ def test_killed_between_storing_results_and_reporting(
         return real(*a, **k)
 
     with monkeypatch.context() as m:
-        m.setattr(patchci.daemon, "report_pending", killed)
+        m.setattr(patchci.service.check, "report_pending", killed)
         with pytest.raises(KeyboardInterrupt):
             rig.cycle()
     assert rig.state(sid) == "checked"

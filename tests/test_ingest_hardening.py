@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from patchci import daemon
 from patchci.daemon import run_cycle
 from patchci.db.store import Store
 from patchci.errors import ApplyFailed
@@ -182,8 +181,8 @@ def test_patch_error_in_the_checks_is_the_patch_fault_not_ours(
     def fails(*_a: object, **_k: object) -> None:
         raise ApplyFailed(0, "net: fix", "error: patch failed")
 
-    monkeypatch.setattr(daemon, "check_series", fails)
-    with caplog.at_level(logging.WARNING, logger="patchci.daemon"):
+    monkeypatch.setattr("patchci.service.check.check_series", fails)
+    with caplog.at_level(logging.WARNING, logger="patchci.service.check"):
         rig.cycle()
 
     assert "infrastructure error" not in caplog.text

@@ -32,6 +32,9 @@ from patchci.model import Outcome
 from tests.kernel_vm import ccache_dir, clone_tree
 from tests.prereq import unavailable
 
+# A cold kernel build is ~10 min on 2 cores, the selftest ~2 min under TCG.
+pytestmark = pytest.mark.timeout(2700)
+
 SOB = "Signed-off-by: Test Author <author@example.com>"  # the isolate fixture's author
 TEST = "net/mptcp:pm_netlink.sh"
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from patchci.daemon import RETRY, run_cycle
+from patchci.daemon import run_cycle
 from patchci.devtools.pwemu import FakePatchwork
+from patchci.model import RETRY
 from tests.prereq import unavailable
 from tests.test_daemon import NET_FIX, NO_SOB, SOURCE, Demo, Rig, demo, emu, rig
 from tests.test_leases import _config, _ingest
