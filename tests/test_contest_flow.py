@@ -10,13 +10,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from patchci.contest import (
-    candidates,
-    contest_posts,
-    contest_summary,
-    post_contest,
-    series_mbox,
-)
 from patchci.daemon import make_client, open_store, run_cycle
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
@@ -27,6 +20,13 @@ from patchci.demo.tree import build_tree
 from patchci.devtools.pwemu import PatchworkEmulator
 from patchci.executor.base import RUN_ERROR, RunResult
 from patchci.model import Outcome
+from patchci.service.contest import (
+    candidates,
+    contest_posts,
+    contest_summary,
+    post_contest,
+    series_mbox,
+)
 from patchci.sources.patchwork import PatchworkClient
 
 NOW = datetime(2026, 8, 20, 3, 0, tzinfo=UTC)

@@ -21,13 +21,13 @@ import pytest
 from patchci.brancher import branch_name, list_branches
 from patchci.cli import main
 from patchci.config import Settings, build_settings
-from patchci.contest import StreamCut, cut_due
 from patchci.daemon import open_store, run_cycle
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
 from patchci.devtools.pwemu import CheckRec, FakePatchwork
 from patchci.git import Git
 from patchci.model import Outcome
+from patchci.service.contest import StreamCut, cut_due
 from patchci.sources.patchwork import PatchworkClient
 from tests.gitrepo import commit_file, format_patches, write
 from tests.test_daemon import PROJECT, SOURCE, check_posts, make_client
@@ -229,7 +229,7 @@ def test_one_failing_stream_does_not_stop_the_others(
 ) -> None:
     tree = {k: str(world.root / v) if k == "path" else v for k, v in extra_tree.items()}
     settings = world.with_streams(broken, stream(), extra_tree=tree)
-    with caplog.at_level(logging.ERROR, logger="patchci.contest"):
+    with caplog.at_level(logging.ERROR, logger="patchci.service.contest"):
         stats = world.cycle(NOW, settings)
 
     assert (stats["branches"], stats["branch_errors"], stats["errors"]) == (1, 1, 0)
@@ -278,7 +278,7 @@ def test_series_from_a_mail_source_are_tested_but_not_posted(
     assert world.cycle(OFF_GRID, settings)["new"] == 1
     (mail_sid,) = [r.id for r in world.store.list_series() if r.source == "inbox"]
 
-    with caplog.at_level(logging.INFO, logger="patchci.contest"):
+    with caplog.at_level(logging.INFO, logger="patchci.service.contest"):
         (cut,) = world.cut(NOW, settings)
 
     assert cut.errors == () and cut.posted == len(world.patch_ids)
@@ -446,7 +446,7 @@ def test_a_run_killed_mid_way_is_run_again_once_and_stored_once(
     import os
     import signal
 
-    from patchci.contest import cmd_branch_now
+    from patchci.service.contest import cmd_branch_now
 
     mark = tmp_path / "slow"
     mark.touch()

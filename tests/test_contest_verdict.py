@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from patchci.contest import series_verdict
 from patchci.db.results import ResultsStore
 from patchci.model import Outcome
 from patchci.report.contest import FAIL, PENDING, SUCCESS, WARNING, ContestSummary
+from patchci.service.contest import series_verdict
 from tests.pg import db_url as db_url  # fixtures, used by name
 from tests.pg import pg_server as pg_server
 from tests.pg import pg_url as pg_url

@@ -146,7 +146,7 @@ def cmd_series(args: argparse.Namespace) -> int:
 
 
 def cmd_branch(args: argparse.Namespace) -> int:
-    from patchci.contest import cmd_branch_due, cmd_branch_now
+    from patchci.service.contest import cmd_branch_due, cmd_branch_now
 
     if args.now:
         return cmd_branch_now(_settings(args), args.stream)
@@ -154,7 +154,7 @@ def cmd_branch(args: argparse.Namespace) -> int:
 
 
 def cmd_contest(args: argparse.Namespace) -> int:
-    from patchci.contest import cmd_contest_show
+    from patchci.service.contest import cmd_contest_show
 
     return cmd_contest_show(_settings(args), args.branch)
 

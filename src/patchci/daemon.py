@@ -21,7 +21,6 @@ from typing import IO
 from sqlalchemy.exc import SQLAlchemyError
 
 from patchci.config import PatchworkSource, Settings
-from patchci.contest import cut_due, resume_runs
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
 from patchci.errors import ConfigError, FetchError, PatchError
@@ -35,6 +34,7 @@ from patchci.service.check import (
     retry_due,
     series_verdict,
 )
+from patchci.service.contest import cut_due, resume_runs
 from patchci.service.ingest import expire_incomplete, poll_created, poll_mail, poll_patchwork
 from patchci.service.leases import worker_id
 from patchci.service.publish import publish_feed

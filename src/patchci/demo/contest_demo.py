@@ -21,16 +21,6 @@ from rich.text import Text
 
 from patchci.brancher import StreamConfig
 from patchci.config import PatchworkSource, Settings
-from patchci.contest import (
-    ContestRun,
-    branch_table,
-    contest_summary,
-    cut_and_run,
-    find_culprits,
-    post_contest,
-    results_table,
-    selftest_specs,
-)
 from patchci.daemon import make_client, run_cycle
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
@@ -42,6 +32,16 @@ from patchci.git import Git
 from patchci.model import Outcome
 from patchci.report.console import plain
 from patchci.report.contest import REGRESSION, ContestSummary
+from patchci.service.contest import (
+    ContestRun,
+    branch_table,
+    contest_summary,
+    cut_and_run,
+    find_culprits,
+    post_contest,
+    results_table,
+    selftest_specs,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
-from patchci.contest import series_verdict
 from patchci.db.results import ResultsStore
 from patchci.model import Outcome, worst
 from patchci.report.contest import ContestSummary
+from patchci.service.contest import series_verdict
 from patchci.web import queries
 from patchci.web.render import page
 from patchci.web.routes.deps import Conn, Filter, Now, PageNo, PerPage, SeriesId, Web
