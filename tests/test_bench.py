@@ -4,6 +4,7 @@ someone needs its numbers. No timing is asserted; `python -m bench` reports thos
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from bench import parsers, scaling, web
@@ -43,3 +44,17 @@ def test_scaling_bench_covers_every_parser(capsys: pytest.CaptureFixture[str]) -
     scaling.main((0.01, 0.02))
     rows = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()[1:]]
     assert rows == [name for name in scaling.PARSERS for _ in range(2)]
+
+
+def test_worktrees_bench_reports_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import worktrees
+
+    from tests.gitrepo import make_repo
+
+    make_repo(tmp_path / "tree", {f"net/f{i}.c": f"int f{i};\n" for i in range(3)})
+    worktrees.main(["--tree", str(tmp_path / "tree"), "--series", "3"])
+    out = capsys.readouterr().out
+    assert "3-file tree, 3 series" in out
+    labels = ["raw git am (floor)", "patchci, kept worktree", "patchci, fresh worktree"]
+    for label in labels:
+        assert re.search(rf"{re.escape(label)}\s+\d+ ms\s+\(\s*[\d.]+x raw", out), out
