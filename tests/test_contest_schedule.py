@@ -20,7 +20,7 @@ import pytest
 
 from patchci.brancher import branch_name, list_branches
 from patchci.cli import main
-from patchci.config import Settings, build_settings
+from patchci.config import Settings, build_settings, load_settings
 from patchci.daemon import open_store, run_cycle
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
@@ -521,3 +521,87 @@ def test_the_nipa_feed_is_written_every_cycle_and_served(world: World) -> None:
         served = http.get("/feed/nn/branches.json")
         assert served.status_code == 200 and served.json() == [entry]
         assert http.get(f"/feed/nn/local-nn/{run_file.name}").status_code == 200
+
+
+def test_the_daemon_posts_new_checks_while_a_branch_run_is_in_progress(
+    tmp_path: Path, emu: FakePatchwork
+) -> None:
+    """Branch runs ran inside the daemon's loop: polling and checks stopped for as long as
+    a branch took (NIPA's take hours). The real daemon (`patchci ingest`, a subprocess)
+    now runs them in its contest thread."""
+    import os
+    import subprocess
+    import sys
+
+    git, mails = build_tree(tmp_path / "tree")
+    mark = tmp_path / "slow"
+    mark.touch()
+    slow = f"#!/bin/sh\nwhile [ -e {mark} ]; do sleep 0.2; done\n" + OK_TEST.split("\n", 1)[1]
+    write(git.repo, f"{TESTS_DIR}/ok.sh", slow)
+    git.add_all()
+    git.commit("selftests: wait for the test to say go\n\n" + SOB)
+    emu.add_series_from_mbox(mails)
+    cfg = tmp_path / "patchci.toml"
+    cfg.write_text(f"""
+data_dir = "{tmp_path / "data"}"
+[[sources]]
+name = "{SOURCE}"
+type = "patchwork"
+url = "{emu.url}"
+project = "{PROJECT}"
+token_env = "PATCHCI_TEST_PW_TOKEN"
+poll_interval = 1
+[[trees]]
+name = "net-next"
+path = "{git.repo}"
+branch = "main"
+tags = ["net-next"]
+checks = ["signed_off_by"]
+[[streams]]
+name = "nn"
+tree = "net-next"
+tests_dir = "{TESTS_DIR}"
+every_hours = 1
+retries = 0
+""")
+    exe = Path(sys.executable).parent / "patchci"
+    daemon = subprocess.Popen([str(exe), "-c", str(cfg), "ingest"], text=True,
+                              env={**os.environ, "PATCHCI_TEST_PW_TOKEN": emu.token},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    store = open_store(load_settings(cfg))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _running(store):
+            time.sleep(0.3)
+        assert _running(store), "the branch run did not start"
+        # a new series arrives while the run waits: it is checked and posted meanwhile
+        commit_file(git, "drivers/net/foo.c", "int foo;\nint baz;\n", "foo: add baz\n\n" + SOB)
+        second = emu.add_series_from_mbox(format_patches(git, "HEAD~1..HEAD",
+                                                         prefix="PATCH net-next"))  # fmt: skip
+        git.run("reset", "--quiet", "--hard", "HEAD~1")
+        (pid,) = [p for p, _ in emu.series_patches(second)]
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60 and not emu.checks_for(pid):
+            time.sleep(0.2)
+        posted_after = time.monotonic() - t0
+        assert emu.checks_for(pid), "no check posted while the branch run was in progress"
+        assert _running(store), "the run ended before the check was posted: nothing shown"
+        assert posted_after < 30
+    finally:
+        mark.unlink(missing_ok=True)
+        daemon.terminate()
+        _, err = daemon.communicate(timeout=60)
+        store.close()
+    assert "Traceback" not in err, err
+
+
+def _running(store: Store) -> bool:
+    from sqlalchemy import select
+
+    from patchci.db import tables as t
+
+    with store.engine.connect() as conn:
+        return (
+            conn.execute(select(t.runs.c.id).where(t.runs.c.status == "running")).first()
+            is not None
+        )
