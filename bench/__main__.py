@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from itertools import takewhile
 
-from bench import parsers, scaling, web, worktrees
+from bench import latency, parsers, scaling, web, worktrees
 
 
 def main(argv: list[str]) -> int:
     benches = {"parsers": parsers.main, "scaling": scaling.main, "web": web.main,
-               "worktrees": worktrees.main}  # fmt: skip
+               "worktrees": worktrees.main, "latency": latency.main}  # fmt: skip
     # Names come first; any flags after them are the benchmark's own (web reads them).
     names = list(takewhile(lambda a: not a.startswith("-"), argv)) or list(benches)
     for name in names:

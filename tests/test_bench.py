@@ -58,3 +58,14 @@ def test_worktrees_bench_reports_ratios(tmp_path: Path, capsys: pytest.CaptureFi
     labels = ["raw git am (floor)", "patchci, kept worktree", "patchci, fresh worktree"]
     for label in labels:
         assert re.search(rf"{re.escape(label)}\s+\d+ ms\s+\(\s*[\d.]+x raw", out), out
+
+
+def test_latency_bench_measures_with_and_without_a_branch_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import latency
+
+    latency.main(["--series", "1", "--poll", "0.5"])
+    out = capsys.readouterr().out
+    for label in ("no branch run", "branch run in progress"):
+        assert re.search(rf"{label}\s+median\s+[\d.]+ s\s+max\s+[\d.]+ s", out), out

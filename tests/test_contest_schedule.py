@@ -587,12 +587,28 @@ retries = 0
         assert emu.checks_for(pid), "no check posted while the branch run was in progress"
         assert _running(store), "the run ended before the check was posted: nothing shown"
         assert posted_after < 30
-    finally:
-        mark.unlink(missing_ok=True)
+        # stopped in the middle of the run: it ends now, the run keeps its row and lease
         daemon.terminate()
-        _, err = daemon.communicate(timeout=60)
-        store.close()
+        _, err = daemon.communicate(timeout=30)
+        assert daemon.returncode == 0 and "stopped during a branch run" in err, err
+        assert _running(store)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate()
     assert "Traceback" not in err, err
+    mark.unlink()
+    # the next start runs it again, in the same row, and it passes
+    env = {**os.environ, "PATCHCI_TEST_PW_TOKEN": emu.token}
+    again = subprocess.run([str(exe), "-c", str(cfg), "ingest", "--once"], env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert not _running(store)
+    results = ResultsStore(store.engine)
+    (branch,) = results.stream_branches("nn")
+    (run,) = results.branch_results(branch.name)
+    assert run.status == "done" and [t.outcome for t in run.tests] == [Outcome.PASS]
+    store.close()
 
 
 def _running(store: Store) -> bool:

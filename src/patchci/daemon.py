@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from typing import IO
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from patchci import proc
 from patchci.config import PatchworkSource, Settings
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
@@ -241,6 +243,24 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
     finally:
         if lock is not None:
             lock.close()
+        if contest is not None:
+            stop.set()
+            contest.join(timeout=2)  # an idle contest thread ends at once
+            if contest.is_alive():
+                _exit_during_run()
+
+
+def _exit_during_run() -> None:
+    """Stopping (SIGTERM) while the contest thread runs a branch: its tests are killed and
+    the process ends now, before a killed test can be stored as a result; the run keeps
+    its lease and is run again at the next start (resume_runs)."""
+    n = proc.kill_all()
+    log.warning("stopped during a branch run: %d running command(s) killed; the run is run "
+                "again at the next start", n)  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
 
 
 def _announce(store: Store, settings: Settings) -> IO[str] | None:

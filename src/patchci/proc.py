@@ -13,6 +13,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,34 @@ def which(tool: str) -> str | None:
     return shutil.which(tool)
 
 
+# Every child still running (its own process group): what kill_all() stops when the daemon
+# has to exit in the middle of a branch run.
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _track(p: subprocess.Popen[bytes]) -> None:
+    with _LIVE_LOCK:
+        _LIVE.add(p)
+
+
+def _untrack(p: subprocess.Popen[bytes]) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(p)
+
+
+def kill_all() -> int:
+    """SIGKILL the process group of every child still running; returns how many."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for p in live:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(live)
+
+
 def _kill_group(p: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(p.pid, signal.SIGTERM)
@@ -149,6 +178,7 @@ def run(
         raise ToolMissing(args[0]) from e
     except PermissionError as e:
         raise ToolMissing(args[0], "not executable") from e
+    _track(p)
     try:
         out, err = p.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -162,6 +192,8 @@ def run(
     except BaseException:
         _kill_group(p)
         raise
+    finally:
+        _untrack(p)
     res = Completed(tuple(args), p.returncode, _decode(out), _decode(err), time.monotonic() - start)
     if log_path is not None:
         _write_log(log_path, args, cwd, res.stdout, res.stderr, res.returncode, res.duration)
@@ -202,6 +234,7 @@ def stream(
         )
     except FileNotFoundError as e:
         raise ToolMissing(args[0]) from e
+    _track(p)
     assert p.stdout is not None
     deadline = None if timeout is None else time.monotonic() + timeout
     sink = Path(log_path).open("ab") if log_path is not None else None  # noqa: SIM115
@@ -238,6 +271,7 @@ def stream(
         _kill_group(p)
         raise
     finally:
+        _untrack(p)
         sel.close()
         p.stdout.close()
         if sink is not None:
