@@ -301,8 +301,6 @@ class KernelVmExecutor:
                    else f"timed out after {tr.test.timeout:g}s" if tr.timed_out else None),
         )  # fmt: skip
         outcome, note = judge(vmrun, parsed, crashes, cut_by_deadline=False)
-        if tr.tainted and outcome is Outcome.PASS and any(not c.ignored for c in crashes):
-            outcome = Outcome.CRASH
         return Attempt(outcome, tr.duration, subtests_of(test_root(parsed)), crashes,
                        tr.output, note)  # fmt: skip
 
@@ -383,6 +381,7 @@ def _settings_timeout(directory: Path) -> float:
 
 
 def _not_run(out_dir: Path, why: str) -> Attempt:
+    out_dir.mkdir(parents=True, exist_ok=True)
     p = out_dir / "not-run.log"
     p.write_text(f"patchci: not run: {why}\n", encoding="utf-8")
     return Attempt(Outcome.ERROR, 0.0, (), (), p, why)

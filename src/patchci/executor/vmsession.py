@@ -90,7 +90,7 @@ class Session:
     kvm: bool
 
 
-def test_dir(chan: Path, t: GuestTest) -> Path:
+def run_dir(chan: Path, t: GuestTest) -> Path:
     return chan / f"t-{t.idx:03d}"
 
 
@@ -128,7 +128,7 @@ def runner_script(chan: Path, tests: Sequence[GuestTest], kmemleak: bool) -> str
         "}",
     ]
     for t in tests:
-        lines.append(f"run_one {q(str(test_dir(chan, t)))} {t.idx} {q(str(t.workdir))}")
+        lines.append(f"run_one {q(str(run_dir(chan, t)))} {t.idx} {q(str(t.workdir))}")
     lines.append(f"touch {q(str(chan / DONE))}")
     return "\n".join(lines) + "\n"
 
@@ -176,7 +176,7 @@ class _Watchdog(threading.Thread):
         if self.finished_at is None and (self.chan / DONE).exists():
             self.finished_at = now
         for t in self.tests:
-            d = test_dir(self.chan, t)
+            d = run_dir(self.chan, t)
             if t.idx not in self.started and (d / "started").exists():
                 self.started[t.idx] = now
             if t.idx in self.started and t.idx not in self.ended and (d / "exit-status").exists():
@@ -205,7 +205,7 @@ def _prepare(chan: Path, tests: Sequence[GuestTest], kmemleak: bool) -> Path:
     for name in (BOOTED, DONE, CONSOLE, PIDFILE):
         (chan / name).unlink(missing_ok=True)
     for t in tests:
-        d = test_dir(chan, t)
+        d = run_dir(chan, t)
         d.mkdir(parents=True, exist_ok=True)
         for name in ("started", "exit-status", "exit-status.tmp", "output.log", "tainted",
                      "kmemleak.txt"):  # fmt: skip
@@ -271,7 +271,7 @@ def run_session(
 def _test_run(
     chan: Path, t: GuestTest, dog: _Watchdog, console: dict[int, tuple[str, ...]]
 ) -> TestRun:
-    d = test_dir(chan, t)
+    d = run_dir(chan, t)
     output = d / "output.log"
     started = (d / "started").exists()
     if started and not output.exists():

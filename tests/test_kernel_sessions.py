@@ -1,0 +1,174 @@
+"""The kernel executor's scheduling and judging with a stand-in for `run_session` (the real
+VMs are in test_kernel_executor): several tests per boot, a fresh VM after a crash, a hang
+or a taint, retries in their own directories, workers in parallel, our errors never FAIL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from patchci.executor import kernel
+from patchci.executor.base import TestResult, TestSpec
+from patchci.executor.kernel import KernelVmExecutor, KernelVmOptions
+from patchci.executor.vm import VmConfig
+from patchci.executor.vmsession import GuestTest, Session, TestRun, run_dir
+from patchci.model import Outcome
+
+CONSOLE = Path(__file__).resolve().parent / "data" / "console"
+KTAP_OK = "TAP version 13\n1..1\nok 1 sub\n"
+KTAP_FAIL = "TAP version 13\n1..1\nnot ok 1 sub\n"
+
+
+@dataclass
+class FakeSessions:
+    """Plays the guest of each session: what a test does depends on its command."""
+
+    sessions: list[list[str]] = field(default_factory=list)  # commands per boot
+    threads: set[str] = field(default_factory=set)
+    seen: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, cfg: VmConfig, tests: list[GuestTest], chan: Path, **_kw: object) -> Session:
+        chan.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            self.sessions.append([t.command for t in tests])
+            self.threads.add(threading.current_thread().name)
+        time.sleep(0.2)  # a boot takes a while: the other worker starts meanwhile
+        console = chan / "console.log"
+        console.write_text("")
+        if any("NOBOOT" in t.command for t in tests):
+            runs = tuple(self._run(chan, t, started=False) for t in tests)
+            return Session(False, None, "VM did not boot within 1s", runs, console, (), False)
+        runs: list[TestRun] = []
+        ended = False
+        for t in tests:
+            if ended:
+                runs.append(self._run(chan, t, started=False))
+                continue
+            with self.lock:
+                self.seen[t.command] = n = self.seen.get(t.command, 0) + 1
+            r = self._run(chan, t, started=True, n=n)
+            runs.append(r)
+            ended = r.exit_code is None or r.tainted
+        return Session(True, 1.0, None, tuple(runs), console, (), False)
+
+    def _run(self, chan: Path, t: GuestTest, *, started: bool, n: int = 1) -> TestRun:
+        d = run_dir(chan, t)
+        d.mkdir(parents=True, exist_ok=True)
+        out = d / "output.log"
+        out.write_text("")
+        if not started:
+            return TestRun(t, False, None, out, 0.0, False, False, (), None)
+        cmd, exit_code, timed_out, tainted = t.command, 0, False, False
+        console: tuple[str, ...] = ()
+        leak = None
+        if "PANIC" in cmd:
+            exit_code = None  # type: ignore[assignment]
+            console = tuple((CONSOLE / "vm-panic-console.log").read_text().splitlines())
+        elif "HANG" in cmd:
+            exit_code, timed_out = None, True  # type: ignore[assignment]
+            out.write_text("TAP version 13\n1..1\n")
+        elif "TAINT" in cmd:
+            tainted = True  # a WARN: the test itself passed
+            console = tuple((CONSOLE / "vm-panic-console.log").read_text().splitlines())
+            out.write_text(KTAP_OK)
+        elif "FLAKY" in cmd:
+            out.write_text(KTAP_FAIL if n == 1 else KTAP_OK)
+        elif "FAILS" in cmd:
+            out.write_text(KTAP_FAIL)
+        else:
+            out.write_text(KTAP_OK)
+        if "LEAK" in cmd:
+            leak = d / "kmemleak.txt"
+            leak.write_text((CONSOLE / "kmemleak.log").read_text())
+        return TestRun(t, True, exit_code, out, 0.5, timed_out, tainted, console, leak)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeSessions:
+    sessions = FakeSessions()
+    monkeypatch.setattr(kernel, "run_session", sessions)
+    return sessions
+
+
+def run_all(tmp_path: Path, commands: list[str], **opts: object) -> dict[str, TestResult]:
+    o = KernelVmOptions(name="vmksft", targets=("net",), **opts)  # type: ignore[arg-type]
+    ex = KernelVmExecutor(o, worktree_root=tmp_path / "wt")
+    specs = [TestSpec("selftests-net", c.lower(), c, 30.0, tmp_path) for c in commands]
+    vm = VmConfig(kernel=tmp_path / "bzImage", use_kvm=False, vng="/opt/vng")
+    results = ex._run_all(vm, specs, tmp_path / "out")
+    return {r.name: r for r in results}
+
+
+def test_several_tests_run_in_one_boot(tmp_path: Path, fake: FakeSessions) -> None:
+    r = run_all(tmp_path, ["A", "B", "C"], retries=0)
+    assert {n: t.outcome for n, t in r.items()} == dict.fromkeys("abc", Outcome.PASS)
+    assert fake.sessions == [["A", "B", "C"]]
+
+
+def test_a_crash_is_crash_and_the_next_test_gets_a_fresh_vm(
+    tmp_path: Path, fake: FakeSessions
+) -> None:
+    r = run_all(tmp_path, ["A", "PANIC", "C"], retries=0)
+    assert r["panic"].outcome is Outcome.CRASH and r["panic"].crashes
+    assert r["a"].outcome is r["c"].outcome is Outcome.PASS
+    assert fake.sessions == [["A", "PANIC", "C"], ["C"]]
+
+
+def test_a_hang_is_timeout_and_the_rest_runs_on_a_fresh_vm(
+    tmp_path: Path, fake: FakeSessions
+) -> None:
+    r = run_all(tmp_path, ["HANG", "B"], retries=0)
+    assert r["hang"].outcome is Outcome.TIMEOUT
+    assert r["b"].outcome is Outcome.PASS
+    assert fake.sessions == [["HANG", "B"], ["B"]]
+
+
+def test_a_test_that_taints_ends_the_boot(tmp_path: Path, fake: FakeSessions) -> None:
+    r = run_all(tmp_path, ["TAINT", "B"], retries=0)
+    assert r["taint"].outcome is Outcome.CRASH  # passed, but left a splat and a taint
+    assert fake.sessions == [["TAINT", "B"], ["B"]]
+
+
+def test_failures_are_retried_in_a_later_boot_with_their_own_logs(
+    tmp_path: Path, fake: FakeSessions
+) -> None:
+    r = run_all(tmp_path, ["FLAKY", "FAILS", "OK"], retries=1)
+    assert (r["flaky"].outcome, r["flaky"].retry_outcome) == (Outcome.FAIL, Outcome.PASS)
+    assert (r["fails"].outcome, r["fails"].retry_outcome) == (Outcome.FAIL, Outcome.FAIL)
+    assert r["ok"].retry_outcome is None
+    assert fake.sessions == [["FLAKY", "FAILS", "OK"], ["FLAKY", "FAILS"]]
+    assert r["flaky"].log_path != r["flaky"].retry_log_path
+
+
+def test_a_vm_that_never_boots_is_error_never_fail_and_not_retried(
+    tmp_path: Path, fake: FakeSessions
+) -> None:
+    r = run_all(tmp_path, ["NOBOOT", "B"], retries=1)
+    assert {t.outcome for t in r.values()} == {Outcome.ERROR}
+    assert all(t.retry_outcome is None for t in r.values())
+    assert len(fake.sessions) == 1
+
+
+def test_workers_run_their_shares_in_parallel(tmp_path: Path, fake: FakeSessions) -> None:
+    r = run_all(tmp_path, ["A", "B", "C", "D"], retries=0, workers=2)
+    assert len(r) == 4 and len(fake.sessions) == 2 and len(fake.threads) == 2
+    assert sorted(c for s in fake.sessions for c in s) == ["A", "B", "C", "D"]
+
+
+def test_kmemleak_after_a_test_is_recorded_as_its_crash(tmp_path: Path, fake: FakeSessions) -> None:
+    r = run_all(tmp_path, ["LEAK"], retries=0)
+    assert [c.kind for c in r["leak"].crashes] == ["kmemleak"]
+    assert r["leak"].outcome is Outcome.CRASH
+
+
+def test_the_total_deadline_leaves_the_rest_not_run_as_error(
+    tmp_path: Path, fake: FakeSessions
+) -> None:
+    r = run_all(tmp_path, ["A", "B"], retries=0, deadline=-1.0)
+    assert {t.outcome for t in r.values()} == {Outcome.ERROR}
+    assert fake.sessions == []
