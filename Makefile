@@ -17,7 +17,7 @@ sysdeps-demo:
 
 sysdeps-test:
 	@bash scripts/sysdeps.sh test
-	@bash scripts/vm-deps.sh "$${PATCHCI_VM_CACHE:-/tmp/patchci-vm}"
+	@bash scripts/vm-deps.sh
 
 # Serves the web UI at the end when run from a terminal; prints how to otherwise.
 demo: sysdeps-demo $(STAMP)

@@ -44,5 +44,3 @@ def data_dir() -> Path:
 from tests.pg import db_url as db_url  # noqa: E402,F401
 from tests.pg import pg_server as pg_server  # noqa: E402,F401
 from tests.pg import pg_url as pg_url  # noqa: E402,F401
-from tests.vmfixtures import kselftest_dir as kselftest_dir  # noqa: E402,F401
-from tests.vmfixtures import vm_cfg as vm_cfg  # noqa: E402,F401

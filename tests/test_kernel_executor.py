@@ -199,3 +199,11 @@ def test_several_tests_per_boot_a_crash_gets_a_fresh_vm_and_a_hang_times_out(
     assert a.started and a.exit_code == 0
     assert hang.started and hang.timed_out and hang.exit_code is None
     assert not after.started  # the hung VM was killed: the caller gives it a fresh one
+
+
+def test_a_vm_that_does_not_boot_in_time_is_our_error(contest: Contest, tmp_path: Path) -> None:
+    vm = VmConfig(kernel=Path(contest.run.kernel), cpus=1, memory="512M", boot_timeout=2)
+    ok = 'echo "TAP version 13"; echo "1..0"'
+    s = run_session(vm, [_guest(0, ok, tmp_path)], tmp_path / "s", rw_dirs=[tmp_path])
+    assert not s.booted and "did not boot within 2s" in (s.error or "")
+    assert not s.runs[0].started

@@ -47,9 +47,8 @@ from patchci.executor.kbuild import (
     KernelBuilder,
     KernelBuildFailed,
 )
-from patchci.executor.local import REPRODUCE, Attempt, attempts_result, now
+from patchci.executor.local import REPRODUCE, Attempt, attempts_result, now, verdict
 from patchci.executor.vm import VmConfig, VmRun, missing_prerequisites, resolve_config
-from patchci.executor.vmpool import judge
 from patchci.executor.vmsession import GuestTest, Session, TestRun, run_session, session_argv
 from patchci.git import Git
 from patchci.model import Outcome
@@ -336,6 +335,25 @@ class KernelVmExecutor:
             lines.append(f"vng --run ../build/{IMAGE}{kvm} --cpus {o.cpus} --memory {o.memory} "
                          f"--user root --rwdir=$PWD -- ./run_kselftest.sh{sel}")  # fmt: skip
         return "\n".join(lines) + "\n"
+
+
+def judge(
+    run: VmRun, parsed: ktap.Parsed, crashes: Sequence[CrashRef], cut_by_deadline: bool
+) -> tuple[Outcome, str]:
+    """The outcome of one VM attempt (*parsed*: its guest output) and a short note."""
+    crashed = any(not c.ignored for c in crashes)
+    if not run.booted:
+        return Outcome.ERROR, run.error or "VM did not boot"
+    if run.timed_out:
+        if cut_by_deadline and not crashed:
+            return Outcome.ERROR, "cut short by the run's total deadline"
+        return verdict(parsed, None, crashed), run.error or "timed out"
+    if run.exit_code is None:
+        # The guest died before reporting: a splat explains it, otherwise we do not know.
+        if crashed:
+            return Outcome.CRASH, run.error or "guest crashed"
+        return Outcome.ERROR, run.error or "no exit status from the guest"
+    return verdict(parsed, run.exit_code, crashed), ""
 
 
 class _Counter:
