@@ -203,3 +203,29 @@ def test_reused_worktree_is_reset_between_series(tmp_path: Path) -> None:
         assert not (wt.repo / "build.o").exists() and not (wt.repo / "b").exists()
         with git.reused_worktree(base, root) as other:  # a second worker: its own slot
             assert other.repo == root / "slot-1"
+
+
+def test_a_correct_fixes_tag_on_a_shallow_tree_is_ours_not_the_patch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a shallow clone a correct Fixes: tag failed as "unknown commit id": the patch was
+    blamed for the tree's missing history."""
+    up = Upstream(tmp_path)
+    old = up.advance("net/old.c")
+    subject = up.git.subject(old)
+    for i in range(3):
+        up.advance(f"net/later{i}.c")
+    shallow = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", up.url, str(shallow)], check=True)
+    commit_file(up.git, "net/old.c", "fixed\n",
+                f'net: fix old\n\nFixes: {old[:12]} ("{subject}")\n'
+                "Signed-off-by: Jane Doe <jane@example.com>")  # fmt: skip
+    patch = tmp_path / "fix.patch"
+    patch.write_text(up.git.run("format-patch", "--stdout", "-1", "HEAD").stdout)
+    rc = main(["check", str(patch), "--tree", str(shallow), "--checks", "fixes_tag"])
+    out = capsys.readouterr().out
+    assert rc == 2, out  # ours: exit 2, not 1
+    assert "shallow clone" in out and "unknown commit id" not in out
+    # the same patch on the full tree passes
+    assert main(["check", str(patch), "--tree", str(up.git.repo), "--base", "HEAD~1",
+                 "--checks", "fixes_tag"]) == 0  # fmt: skip

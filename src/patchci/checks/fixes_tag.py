@@ -102,6 +102,11 @@ def subject_matches(given: str, actual: str) -> bool:
     return False
 
 
+def _shallow(git: Git) -> bool:
+    res = git.run("rev-parse", "--is-shallow-repository", check=False)
+    return res.ok and res.stdout.strip() == "true"
+
+
 def verify(tag: FixesLine, git: Git, upto: str) -> tuple[list[str], str | None]:
     """Problems found by looking the tag up in *git* (unknown id, not an ancestor of *upto*,
     the patch's parent; subject mismatch), and the tag as it should be written."""
@@ -135,10 +140,18 @@ class FixesTag(Check):
         tree_repo = Path(ctx.tree.path)
         # The worktree shares the tree's objects; use the tree itself when it is here.
         git = Git(tree_repo, deadline=ctx.deadline) if tree_repo.is_dir() else wt
+        shallow = _shallow(git)
         count = 0
         lines: list[str] = []
         for tag in tags:
             problems, expected = verify(tag, git, ctx.parent)
+            unknown = [p for p in problems if p.startswith("unknown commit id")]
+            if shallow and unknown:
+                # A shallow tree lacks most of its history: the patch is not to blame.
+                why = (f"the tree {ctx.tree.name} is a shallow clone, so commit {tag.sha} "
+                       "cannot be looked up; unshallow it (git fetch --unshallow) or use a "
+                       "'url' tree (patchci clones those in full)")  # fmt: skip
+                return Verdict(Outcome.ERROR, why, f"Fixes: {tag.text}\n  - {why}\n")
             count += len(problems)
             lines.append(f"Fixes: {tag.text}")
             lines += [f"  - {p}" for p in problems] or ["  ok"]
