@@ -166,7 +166,10 @@ class KernelBuilder:
     def _env(self) -> dict[str, str]:
         env = {"KBUILD_BUILD_USER": "patchci", "KBUILD_BUILD_HOST": "patchci"}
         if self.opts.ccache_dir is not None and proc.which("ccache"):
-            env["CCACHE_DIR"] = str(self.opts.ccache_dir)
+            # Paths under the executor's directory hash as relative ones and the cwd is not
+            # hashed: another data directory (or a test's tmp dir) still hits the cache.
+            env.update(CCACHE_DIR=str(self.opts.ccache_dir), CCACHE_NOHASHDIR="1",
+                       CCACHE_BASEDIR=str(self.build_dir.parent))  # fmt: skip
         return env
 
     def _cc(self) -> list[str]:
