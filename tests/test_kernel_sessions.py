@@ -16,6 +16,7 @@ from patchci.executor.base import TestResult, TestSpec
 from patchci.executor.kernel import KernelVmExecutor, KernelVmOptions
 from patchci.executor.vm import VmConfig
 from patchci.executor.vmsession import GuestTest, Session, TestRun, run_dir
+from patchci.git import Git
 from patchci.model import Outcome
 
 CONSOLE = Path(__file__).resolve().parent / "data" / "console"
@@ -172,3 +173,48 @@ def test_the_total_deadline_leaves_the_rest_not_run_as_error(
     r = run_all(tmp_path, ["A", "B"], retries=0, deadline=-1.0)
     assert {t.outcome for t in r.values()} == {Outcome.ERROR}
     assert fake.sessions == []
+
+
+@pytest.mark.parametrize("base_builds", [True, False])
+def test_a_branch_that_does_not_build_fails_only_when_its_base_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, base_builds: bool
+) -> None:
+    """A patch can break the build (its fault); a base that does not build is ours."""
+    from patchci.executor import kbuild
+    from patchci.executor.base import RUN_DONE, RUN_ERROR
+    from tests.gitrepo import commit_file, make_repo
+
+    git = make_repo(tmp_path / "tree", {"Makefile": "all:\n"})
+    base = git.rev_parse("HEAD")
+    assert base is not None
+    commit_file(git, "net/broken.c", "int x = ;\n", "net: break the build")
+    built: list[str] = []
+
+    def build(self: kbuild.KernelBuilder, worktree: Path, out_dir: Path) -> kbuild.KernelBuild:
+        head = Git(worktree).rev_parse("HEAD")
+        built.append("base" if head == base else "branch")
+        if head != base or not base_builds:
+            raise kbuild.KernelBuildFailed(
+                "kernel build",
+                ["net/broken.c:1:9: error: expected expression"],
+                out_dir / "kernel-build.log",
+            )
+        return kbuild.KernelBuild(
+            out_dir / "bzImage", out_dir / "kernel.config", out_dir, 1.0, True
+        )
+
+    monkeypatch.setattr(kbuild.KernelBuilder, "build", build)
+    monkeypatch.setattr(kernel, "missing_prerequisites", lambda cfg: [])
+    monkeypatch.setattr(kernel, "build_problems", lambda: [])
+    ex = KernelVmExecutor(KernelVmOptions(name="vmksft", targets=("net",)),
+                          worktree_root=tmp_path / "wt")  # fmt: skip
+    run = ex.run("br", git.repo, (), tmp_path / "out", base=base)
+    assert built == ["branch", "base"]
+    if base_builds:
+        assert run.status == RUN_DONE
+        ((t,),) = [run.tests]
+        assert (t.group, t.name, t.outcome) == ("build", "kernel", Outcome.FAIL)
+        assert "expected expression" in t.reproduce
+    else:
+        assert run.status == RUN_ERROR and "the base" in run.error and "does not build" in run.error
+        assert run.tests == ()
