@@ -207,3 +207,24 @@ def test_a_vm_that_does_not_boot_in_time_is_our_error(contest: Contest, tmp_path
     s = run_session(vm, [_guest(0, ok, tmp_path)], tmp_path / "s", rw_dirs=[tmp_path])
     assert not s.booted and "did not boot within 2s" in (s.error or "")
     assert not s.runs[0].started
+
+
+def test_the_guest_sees_no_database_configuration_or_token(
+    contest: Contest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guest's root is the host's: without the sandbox around vng it could read the
+    database (and QEMU ran with the daemon's environment, the Patchwork token included)."""
+    settings = load_settings(contest.cfg)
+    db = settings.data_path / "patchci.db"
+    assert db.is_file()
+    monkeypatch.setenv("PATCHCI_GUEST_SECRET", "s3cr3t-token")
+    vm = VmConfig(kernel=Path(contest.run.kernel), cpus=1, memory="512M", boot_timeout=300)
+    snoop = (f"head -c 16 {db}; echo; cat {contest.cfg}; env; "
+             "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; echo done")  # fmt: skip
+    s = run_session(vm, [_guest(0, snoop, tmp_path)], tmp_path / "s", rw_dirs=[tmp_path],
+                    sandbox=settings.untrusted())  # fmt: skip
+    assert s.booted, s.error
+    out = s.runs[0].output.read_text(errors="replace")
+    assert "done" in out
+    assert "SQLite format" not in out and "[[executors]]" not in out
+    assert "s3cr3t-token" not in out

@@ -213,10 +213,12 @@ def stream(
     sandbox: Sandbox | None = None,
     writable: Sequence[Path] = (),
     readable: Sequence[Path] = (),
+    on_start: Callable[[int], None] | None = None,
 ) -> int:
     """Run *argv* with stderr merged into stdout, feeding each line to *on_line* as it comes
     and teeing it to *log_path*. Returns the exit code; raises CommandTimeout. *sandbox*,
-    *writable* and *readable* as for run()."""
+    *writable* and *readable* as for run(). *on_start* gets the child's pid, which is also
+    its process group (a watchdog may kill the group)."""
     import selectors
 
     args = [str(a) for a in argv]
@@ -235,6 +237,8 @@ def stream(
     except FileNotFoundError as e:
         raise ToolMissing(args[0]) from e
     _track(p)
+    if on_start is not None:
+        on_start(p.pid)
     assert p.stdout is not None
     deadline = None if timeout is None else time.monotonic() + timeout
     sink = Path(log_path).open("ab") if log_path is not None else None  # noqa: SIM115

@@ -260,7 +260,7 @@ class KernelVmExecutor:
                 # a retry gets its own directory: the first attempt's logs stay
                 guests = [replace(p.guest, idx=p.guest.idx + 1000 * attempt) for p in todo]
                 session = run_session(vm, guests, chan, rw_dirs=[g.workdir for g in guests],
-                                      kmemleak=self.opts.kmemleak)  # fmt: skip
+                                      kmemleak=self.opts.kmemleak, sandbox=self.sandbox)  # fmt: skip
                 todo = self._take(session, todo)
 
     def _take(self, session: Session, todo: list[_Pending]) -> list[_Pending]:

@@ -40,6 +40,7 @@ from patchci.executor.vm import (
     resolve_config,
     vng_command,
 )
+from patchci.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class _Watchdog(threading.Thread):
         self.killed_for: tuple[str, int | None] | None = None
         self.done = threading.Event()
         self.finished_at: float | None = None  # when the runner said it was done
+        self.pgid: int | None = None  # the vng (or bwrap) process group, set when started
 
     def run(self) -> None:
         while not self.done.wait(_POLL):
@@ -183,12 +185,10 @@ class _Watchdog(threading.Thread):
                 self.ended[t.idx] = now
 
     def _kill(self, why: str, idx: int | None) -> None:
-        try:
-            pid = int((self.chan / PIDFILE).read_text().strip())
-            pgid = os.getpgid(pid)
-        except (OSError, ValueError):
-            return
-        if pgid == os.getpgrp():
+        # The group proc.stream started (vng and QEMU, or the bwrap around them: killing
+        # it ends its PID namespace), never a pid read back from the guest's side.
+        pgid = self.pgid
+        if pgid is None or pgid == os.getpgrp():
             return
         log.warning("vm: %s deadline passed%s, killing process group %d", why,
                     f" (test {idx})" if idx is not None else "", pgid)  # fmt: skip
@@ -229,9 +229,14 @@ def run_session(
     *,
     rw_dirs: Sequence[Path] = (),
     kmemleak: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> Session:
     """Boot *cfg.kernel* once and run *tests* in it, in order, until one crashes, hangs,
-    taints the kernel or all are done. Never raises for the guest's troubles."""
+    taints the kernel or all are done. Never raises for the guest's troubles.
+
+    The guest's root is the host's (read-only): with *sandbox*, vng runs in it, so the
+    guest sees the sandbox's view (no database, configuration or data directory beyond
+    *chan*, *rw_dirs* and the kernel) and QEMU gets no token in its environment."""
     chan = _check_path(chan)
     chan.mkdir(parents=True, exist_ok=True)
     cfg, kvm_reason = resolve_config(cfg)
@@ -244,14 +249,19 @@ def run_session(
     (chan / "session.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     log.info("vm: booting %s (%s) for %d tests", cfg.kernel, kvm_reason, len(tests))
     dog = _Watchdog(chan, cfg.boot_timeout, tests)
-    path = os.environ.get("PATH", "")
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     env = {"PATH": f"{Path(cfg.vng).parent}{os.pathsep}{path}" if os.sep in cfg.vng else path}
     backstop = cfg.boot_timeout + sum(t.timeout + 30 for t in tests) + 60
     error: str | None = None
+
+    def started(pid: int) -> None:
+        dog.pgid = pid
+
     dog.start()
     try:
         proc.stream(run_argv, lambda _l: None, cwd=chan, timeout=backstop, env=env,
-                    log_path=chan / CONSOLE)  # fmt: skip
+                    log_path=chan / CONSOLE, sandbox=sandbox, writable=rw,
+                    readable=[cfg.kernel.parent], on_start=started)  # fmt: skip
     except CommandTimeout:
         error = f"session outlived its backstop of {backstop:.0f}s; VM killed"
     finally:
