@@ -5,14 +5,18 @@ from __future__ import annotations
 import sys
 from itertools import takewhile
 
-from bench import latency, parsers, scaling, web, worktrees
+from bench import latency, parsers, scaling, vms, web, worktrees
 
 
 def main(argv: list[str]) -> int:
     benches = {"parsers": parsers.main, "scaling": scaling.main, "web": web.main,
-               "worktrees": worktrees.main, "latency": latency.main}  # fmt: skip
+               "worktrees": worktrees.main, "latency": latency.main,
+               "vms": vms.main}  # fmt: skip
     # Names come first; any flags after them are the benchmark's own (web reads them).
-    names = list(takewhile(lambda a: not a.startswith("-"), argv)) or list(benches)
+    # vms needs a built kernel (--kernel, --kselftest): only by name
+    names = list(takewhile(lambda a: not a.startswith("-"), argv)) or [
+        n for n in benches if n != "vms"
+    ]
     for name in names:
         if name not in benches:
             print(f"unknown benchmark {name!r}; known: {', '.join(benches)}", file=sys.stderr)

@@ -218,3 +218,9 @@ def test_a_branch_that_does_not_build_fails_only_when_its_base_builds(
     else:
         assert run.status == RUN_ERROR and "the base" in run.error and "does not build" in run.error
         assert run.tests == ()
+
+
+def test_tests_per_boot_bounds_each_session(tmp_path: Path, fake: FakeSessions) -> None:
+    r = run_all(tmp_path, ["A", "B", "C"], retries=0, tests_per_boot=1)
+    assert {t.outcome for t in r.values()} == {Outcome.PASS}
+    assert fake.sessions == [["A"], ["B"], ["C"]]

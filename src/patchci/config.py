@@ -114,6 +114,7 @@ class ExecutorSettings(_Model):
     kvm: Literal["auto", "on", "off"] = "auto"  # auto: KVM when it works here, else TCG
     deadline: Annotated[float, Field(gt=0)] = 4 * 3600.0  # the whole run
     kmemleak: bool = True  # scan after each test when the kernel has kmemleak
+    tests_per_boot: Annotated[int, Field(ge=0)] = 0  # 0: until one crashes/hangs/taints
     jobs: Annotated[int, Field(ge=0, le=256)] = 0  # make -j; 0: one per CPU
     # local
     tests_dir: str | None = None

@@ -79,6 +79,7 @@ class KernelVmOptions:
     deadline: float = 4 * 3600.0
     kmemleak: bool = True
     jobs: int = 0
+    tests_per_boot: int = 0  # 0: as many as the VM survives; 1: a fresh VM per test
 
 
 @dataclass
@@ -257,11 +258,12 @@ class KernelVmExecutor:
                     break
                 n = counter.next()
                 chan = out_dir / "vm" / f"session-{n:03d}"
+                batch = todo[: self.opts.tests_per_boot] if self.opts.tests_per_boot else todo
                 # a retry gets its own directory: the first attempt's logs stay
-                guests = [replace(p.guest, idx=p.guest.idx + 1000 * attempt) for p in todo]
+                guests = [replace(p.guest, idx=p.guest.idx + 1000 * attempt) for p in batch]
                 session = run_session(vm, guests, chan, rw_dirs=[g.workdir for g in guests],
                                       kmemleak=self.opts.kmemleak, sandbox=self.sandbox)  # fmt: skip
-                todo = self._take(session, todo)
+                todo = self._take(session, batch) + todo[len(batch) :]
 
     def _take(self, session: Session, todo: list[_Pending]) -> list[_Pending]:
         """Record what *session* ran; return the tests it did not reach."""
