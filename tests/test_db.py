@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from patchci.db import tables
 from patchci.db.migrate import (
     MIGRATIONS_DIR,
+    alembic_config,
     current,
     head_revision,
     make_engine,
@@ -420,3 +421,34 @@ def test_sqlite_file_is_a_real_sqlite_database(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "x.db") as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert set(tables.metadata.tables) <= names
+
+
+def test_downgrade_and_upgrade_across_the_lease_migrations_keep_every_result(
+    db_url: str,
+) -> None:
+    """0005 and 0006 were batch migrations: on SQLite they copied `jobs` and `runs` and
+    dropped the old tables, and with foreign keys on the drop cascaded into every check
+    result (and every test result)."""
+    from alembic import command
+
+    store = Store.open(db_url)
+    try:
+        sid = store.save_series(make_series())
+        job = store.create_job(sid, "checks")
+        store.add_results(job, sid, [CheckResult("apply", Outcome.PASS, "ok")])
+    finally:
+        store.close()
+    engine = make_engine(db_url)
+    cfg = alembic_config()
+    try:
+        for target in ("0004", "head"):
+            with engine.connect() as conn, conn.begin():
+                cfg.attributes["connection"] = conn
+                (command.downgrade if target == "0004" else command.upgrade)(cfg, target)
+    finally:
+        engine.dispose()
+    store = Store.open(db_url)
+    try:
+        assert [r.check for r in store.latest_results(sid)] == ["apply"]
+    finally:
+        store.close()

@@ -19,11 +19,13 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ALTER TABLE (SQLite >= 3.35 drops columns too): a batch migration would copy the
+# table and drop the old one, and with foreign keys on that drop cascades into `results`.
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("jobs", sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        batch.drop_column("lease_until")
+    op.drop_column("jobs", "lease_until")

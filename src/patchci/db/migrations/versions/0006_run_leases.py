@@ -20,15 +20,17 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ALTER TABLE, never a batch copy: dropping the old `runs` would cascade into every
+# test result (tests, subtests, crashes, the matrix).
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("worker", sa.Text(), nullable=False, server_default=""))
-        batch.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("attempts", sa.Integer(), nullable=False, server_default="1"))
+    op.add_column("runs", sa.Column("worker", sa.Text(), nullable=False, server_default=""))
+    op.add_column("runs", sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("runs", sa.Column("attempts", sa.Integer(), nullable=False, server_default="1"))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_column("attempts")
-        batch.drop_column("lease_until")
-        batch.drop_column("worker")
+    op.drop_column("runs", "attempts")
+    op.drop_column("runs", "lease_until")
+    op.drop_column("runs", "worker")
