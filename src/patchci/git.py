@@ -318,6 +318,7 @@ def _reset_worktree(wt: Git, base: str) -> None:
     rebase = wt.run("rev-parse", "--git-path", "rebase-apply", check=False).stdout.strip()
     if rebase and (wt.repo / rebase).exists():
         wt.run("am", "--abort", check=False)
-    wt.run("reset", "--quiet", "--hard")
+    # --force drops changes to tracked files and the index too (a `reset --hard` first
+    # cost another ~0.5 s on a kernel tree)
     wt.run("checkout", "--quiet", "--force", "--detach", base)
     wt.run("clean", "-ffdxq")
