@@ -41,7 +41,6 @@ from patchci.executor.base import (
     test_root,
 )
 from patchci.executor.kbuild import (
-    BUILD_LOG,
     IMAGE,
     BuildOptions,
     KernelBuilder,
@@ -49,7 +48,7 @@ from patchci.executor.kbuild import (
 )
 from patchci.executor.local import REPRODUCE, Attempt, attempts_result, now, verdict
 from patchci.executor.vm import VmConfig, VmRun, missing_prerequisites, resolve_config
-from patchci.executor.vmsession import GuestTest, Session, TestRun, run_session, session_argv
+from patchci.executor.vmsession import GuestTest, Session, TestRun, run_session
 from patchci.git import Git
 from patchci.model import Outcome
 from patchci.sandbox import Sandbox
@@ -164,8 +163,8 @@ class KernelVmExecutor:
         return done
 
     def _vm_config(self, worktree: Path) -> VmConfig:
-        kernel = Path(self.opts.kernel) if self.opts.kernel != "build" else self._build_dir(
-            worktree) / IMAGE  # fmt: skip
+        built = self._build_dir(worktree) / IMAGE
+        kernel = built if self.opts.kernel == "build" else Path(self.opts.kernel)
         return VmConfig(kernel=kernel, cpus=self.opts.cpus, memory=self.opts.memory,
                         use_kvm=self.opts.kvm, boot_timeout=self.opts.boot_timeout)  # fmt: skip
 
@@ -405,6 +404,3 @@ def _not_run(out_dir: Path, why: str) -> Attempt:
     p = out_dir / "not-run.log"
     p.write_text(f"patchci: not run: {why}\n", encoding="utf-8")
     return Attempt(Outcome.ERROR, 0.0, (), (), p, why)
-
-
-__all__ = ["BUILD_LOG", "KernelVmExecutor", "KernelVmOptions", "session_argv"]
