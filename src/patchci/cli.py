@@ -244,8 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="cut the test branches that are due (or one now) and test them",
         description="For each stream whose branch is due (every_hours after its last one, on "
         "an hour divisible by every_hours, UTC), cut <prefix>YYYY-MM-DD--HH-MM from the "
-        "stream's base plus every series whose gate checks passed, run the stream's tests on "
-        "it, store the results, post contest checks to Patchwork and delete the stream's "
+        "stream's freshly fetched base plus every series whose gate checks passed (newer "
+        "revisions and Patchwork states considered), run the stream's executors on it (a vm "
+        "executor builds the branch's kernel and runs its selftests in VMs), store the "
+        "results, post contest checks to Patchwork and delete the stream's "
         "branches older than keep_days. Meant for cron (e.g. every hour at minute 1); the "
         "ingest daemon does the same on its own. Prints 'no stream due' and exits 0 when "
         "there is nothing to do. With --now, cut and test a branch of each stream at once, "
