@@ -17,10 +17,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from patchci.brancher import branch_name
 from patchci.cli import main
 from patchci.config import load_settings
 from patchci.daemon import open_store
@@ -112,6 +114,7 @@ retries = 0
 [[streams]]
 name = "mptcp"
 tree = "mptcp"
+every_hours = 24
 gate_checks = ["apply"]
 executors = ["vmksft-mptcp"]
 
@@ -131,6 +134,10 @@ def contest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contest]:
     tree = clone_tree(tmp / "linux.git")
     _mail_patch(tree, tmp, tmp / "in.mbox")
     cfg = _config(tmp, tree)
+    # `ingest --once` cuts a due branch too: on hours divisible by 3 (the default
+    # every_hours) it ran this fixture's tests twice and made two branches. A branch of
+    # a minute ago and every_hours = 24 keep the cut to `branch --now` whatever the time.
+    _git(tree, "branch", branch_name("mptcp-", datetime.now(UTC) - timedelta(minutes=1)), "main")
     assert main(["-c", str(cfg), "ingest", "--once"]) == 0
     t0 = time.monotonic()
     rc = main(["-c", str(cfg), "branch", "--now"])
