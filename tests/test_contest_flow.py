@@ -26,6 +26,7 @@ from patchci.service.contest import (
     contest_summary,
     post_contest,
     series_mbox,
+    series_verdict,
 )
 from patchci.sources.patchwork import PatchworkClient
 
@@ -115,8 +116,19 @@ def test_contest_checks_posted_once(flow: Flow) -> None:
     assert flow.out.posted == n_patches and flow.out.posted_again == 0
     contest = [c for c in flow.emu.checks.values() if c.context == "contest"]
     assert len(contest) == n_patches
-    assert {c.state for c in contest} == {"fail"}
     assert all(m.name in (c.description or "") for c in contest)
+    # only the series the bisection names fails, with the probes as evidence; the others
+    # read the test as broken by it (before, every series of the branch read "fail")
+    breaker = set(flow.store.patch_pw_ids(flow.out.breaker or 0))
+    failing = {c.patch_id for c in contest if c.state == "fail"}
+    assert failing == breaker and breaker
+    for c in contest:
+        if c.patch_id in breaker:
+            assert "foo-queues-sh (bisected: series " in (c.description or "")
+            assert " fail (4 probes))" in (c.description or "")
+        else:
+            assert c.state != "fail"
+            assert f"broken by series {flow.out.breaker}" in (c.description or "")
     # a third delivery still posts nothing
     assert post_contest(flow.store, flow.results, flow.client, m.name).posted == 0
     assert len([c for c in flow.emu.checks.values() if c.context == "contest"]) == n_patches
@@ -133,10 +145,13 @@ def test_error_run_yields_pending_not_fail(flow: Flow) -> None:
     summary = contest_summary(flow.results, m.name)
     assert summary.state == "pending" and "infrastructure error" in summary.description
     posts = contest_posts(flow.store, flow.results, m.name)
-    before = contest_summary(flow.results, flow.out.branch.manifest.name)
-    assert posts and {(p.state, p.description) for _, p in posts} == {
-        (before.state, before.description)  # the earlier branch's, which names it
+    earlier = flow.out.branch.manifest.name
+    assert posts and {(sid, p.state, p.description) for sid, p in posts} == {
+        (sid, v.state, v.description)  # the earlier branch's, which names it
+        for sid in m.series
+        for v in [series_verdict(flow.results, sid, earlier, {})]
     }
+    assert all(earlier in p.description for _, p in posts)
     assert {sid for sid, _ in posts} == set(m.series)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from patchci.db.culprits import CulpritStore
 from patchci.db.results import ResultsStore
 from patchci.model import Outcome
 from patchci.report.contest import FAIL, PENDING, SUCCESS, WARNING, ContestSummary
@@ -35,8 +36,15 @@ def test_a_pass_is_kept_when_a_later_branch_fails(rs: ResultsStore) -> None:
     cache: dict[str, ContestSummary] = {}
     kept = series_verdict(rs, 7, second, cache)
     assert (kept.state, kept.branch) == (SUCCESS, first)  # if we pass once, we pass
+    # nobody is blamed before a culprit search names a series; then only that one fails
+    assert series_verdict(rs, 8, second, cache).state == PENDING
+    culprits = CulpritStore(rs.engine)
+    culprits.open_searches(rs.branch(second).id, [("vm1", "selftests-net", "t1.sh")])
+    (search,) = culprits.searches(second)
+    culprits.end(search.id, "culprit", 8)
     new = series_verdict(rs, 8, second, cache)
     assert (new.state, new.branch) == (FAIL, second)
+    assert series_verdict(rs, 7, second, cache).state == SUCCESS
     assert series_verdict(rs, 7, first, cache).branch == first
 
 

@@ -155,6 +155,9 @@ class StreamSettings(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     # [[executors]] names; none: the local run of tests_dir above
     executors: tuple[str, ...] = ()
+    # culprit search of a regression (service/culprits.py): probes per test, hours in all
+    bisect_steps: Annotated[int, Field(ge=0, le=64)] = 8
+    bisect_hours: Annotated[float, Field(gt=0)] = 12.0
 
     def stream_config(self, tree: TreeConfig) -> StreamConfig:
         from patchci.brancher import StreamConfig

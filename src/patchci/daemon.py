@@ -36,7 +36,7 @@ from patchci.service.check import (
     retry_due,
     series_verdict,
 )
-from patchci.service.contest import cut_due, resume_runs
+from patchci.service.contest import cut_due, resume_runs, resume_searches
 from patchci.service.ingest import expire_incomplete, poll_created, poll_mail, poll_patchwork
 from patchci.service.leases import worker_id
 from patchci.service.publish import publish_feed
@@ -120,6 +120,7 @@ def run_cycle(
         when = now or datetime.now(UTC)
         results = ResultsStore(store.engine)
         resume_runs(store, results, settings, clients)
+        resume_searches(store, results, settings, clients)
         cuts = cut_due(store, results, settings, when, clients)
         stats["branches"] = sum(c.branch is not None for c in cuts)
         stats["branch_errors"] = sum(bool(c.errors) for c in cuts)
@@ -148,6 +149,7 @@ def contest_loop(
     while True:
         try:
             resume_runs(store, results, settings, clients)
+            resume_searches(store, results, settings, clients)
             for cut in cut_due(store, results, settings, datetime.now(UTC), clients):
                 if cut.branch or cut.errors:
                     print(f"contest: stream {cut.stream}: branch {cut.branch or '-'}, run "

@@ -376,3 +376,26 @@ test_matrix = Table(
     Column("codes", Text, nullable=False),
     UniqueConstraint("stream", "executor", "grp", "name"),
 )
+
+# One culprit search per regressed test of a branch (analysis/bisect.py): the probes made so
+# far, so a search a kill interrupted goes on where it stopped; held with a lease like runs.
+bisections = Table(
+    "bisections",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("branch_id", Integer, ForeignKey("branches.id", ondelete="CASCADE"), nullable=False),
+    Column("executor", Text, nullable=False),
+    Column("grp", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("status", Text, nullable=False),  # running | culprit | base | inconclusive | budget
+    Column("culprit_series_id", Integer, nullable=True),
+    # JSON [{"point", "series_id", "commit", "outcome", "detail", "log_dir"}], in probe order
+    Column("steps", Text, nullable=False),
+    Column("reason", Text, nullable=False),  # why it ended without a culprit
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("worker", Text, nullable=False, server_default=""),
+    Column("lease_until", UTCDateTime, nullable=True),
+    UniqueConstraint("branch_id", "executor", "grp", "name"),
+    Index(None, "status"),
+)

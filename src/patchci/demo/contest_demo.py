@@ -5,12 +5,14 @@ checks, but it lowers FOO_MAX_QUEUES) is posted and checked, then two branches o
 net-next stream are cut: a baseline of the base branch alone, and the branch of every
 series that passed the gate. The demo selftests run on both with the local executor (one
 is flaky, one makes the "kernel" warn), the results go to the database, the contest
-verdict goes to Patchwork, and the regressed test is traced back to the series that broke it.
+verdict goes to Patchwork, and the regressed test is bisected back to the series that broke
+it: that series' check fails with the probes as evidence, the others' do not.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,11 +24,12 @@ from rich.text import Text
 from patchci.brancher import StreamConfig
 from patchci.config import PatchworkSource, Settings
 from patchci.daemon import make_client, run_cycle
+from patchci.db.culprits import CulpritStore
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
 from patchci.demo.series import contest_samples
 from patchci.devtools.pwemu import PatchworkEmulator
-from patchci.executor.base import TestResult
+from patchci.executor.base import RunResult, TestResult
 from patchci.executor.local import LocalExecutor
 from patchci.git import Git
 from patchci.model import Outcome
@@ -37,11 +40,12 @@ from patchci.service.contest import (
     branch_table,
     contest_summary,
     cut_and_run,
-    find_culprits,
     post_contest,
     results_table,
-    selftest_specs,
 )
+from patchci.service.culprits import Budget, open_searches, search_branch
+from patchci.service.leases import worker_id
+from patchci.service.runs import run_tests, selftest_specs
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +120,19 @@ def run_contest(
     )  # fmt: skip
     name = branch.manifest.name
     summary = contest_summary(results, name)
-    regressed = {(f.group, f.name) for f in summary.of_kind(REGRESSION)}
-    culprits = find_culprits(
-        store, tree_path, branch.manifest, _executor(work, "culprits"), tests, regressed, work
-    )
+    # the culprit search the daemon runs, with the demo's executor as its probe
+    searches = CulpritStore(store.engine)
+    open_searches(results, searches, name)
+
+    def probe(ex: str, label: str, commit: str, keys: Sequence[tuple[str, str]],
+              out: Path) -> RunResult:  # fmt: skip
+        only = [t for t in tests if t.key in keys]
+        return run_tests(Git(tree_path), label, commit, _executor(work, label), only, out)
+
+    found = search_branch(store, results, searches, name, tree_path, probe, work, Budget(),
+                          worker_id(store))  # fmt: skip
+    culprits = {(s.group, s.name): s.culprit_series_id for s in found
+                if s.culprit_series_id is not None}  # fmt: skip
     first = post_contest(store, results, client, name)
     again = post_contest(store, results, client, name)
     return ContestOutcome(baseline, branch, summary, culprits, first.posted, again.posted, breaker)

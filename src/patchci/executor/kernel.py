@@ -122,7 +122,8 @@ class KernelVmExecutor:
         *,
         base: str | None = None,
     ) -> RunResult:
-        """*tests* are ignored: the tests are the branch's own selftests of `targets`."""
+        """The tests are the branch's own selftests of `targets`; *tests*, when given (a
+        culprit search's probe), select some of them by (group, name)."""
         out_dir = out_dir.resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
         started = self.clock()
@@ -149,6 +150,8 @@ class KernelVmExecutor:
                 vm = replace(vm, kernel=built.image)
                 run = replace(run, kernel=str(built.image), config=str(built.config))
             specs = self._specs(builder, worktree, out_dir)
+            if tests:
+                specs = [s for s in specs if s.key in {t.key for t in tests}]
         except KernelBuildFailed as e:
             return self._build_failed(run, e, worktree, base, out_dir)
         except (InfraError, OSError) as e:

@@ -12,14 +12,18 @@ branch of the same stream (its baseline):
   **excluded**: at most it turns success into a warning, and alone it leaves the check
   pending, with "infrastructure error: ..." in the description. It never fails the check.
 
-The same verdict goes on every patch of every series in the branch (NIPA does the same:
-attributing a regression to one series needs bisection, which is not done here).
+Each series of the branch then reads the regressions as its culprit search says
+(`attribute`, service/culprits.py): the series the bisection names fails, with the probes
+as evidence; every other series reads that test as "broken by series N", which does not
+count against it; a test that fails at the base too is a warning for all (broken before
+the branch); while the search runs, or when it could not tell, the check is pending. No
+series reads `fail` without a search that names it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from patchci.executor.base import RUN_DONE, RUN_ERROR, RUN_RUNNING, RunResult, TestResult
 from patchci.model import Outcome
@@ -28,6 +32,8 @@ from patchci.report.patchwork import CheckPost, one_line
 CONTEXT = "contest"
 SUCCESS, WARNING, FAIL, PENDING = "success", "warning", "fail", "pending"
 REGRESSION, KNOWN, UNVERIFIED, FLAKY = "regression", "known", "unverified", "flaky"
+# What a regression becomes for one series once attributed (see `attribute`).
+BLAMED, UPSTREAM, SEARCHING = "blamed", "upstream", "searching"
 INFRA_PREFIX = "infrastructure error: "
 # NIPA's codes: a lower code is a better result ("if we pass once, we pass").
 _RANK = {SUCCESS: 0, WARNING: 3, FAIL: 4}
@@ -44,8 +50,9 @@ class Finding:
     executor: str
     group: str
     name: str
-    kind: str  # regression | known | unverified | flaky
+    kind: str  # regression | known | unverified | flaky | blamed | upstream | searching
     outcome: Outcome
+    note: str = ""  # the evidence of an attributed regression
 
     @property
     def label(self) -> str:
@@ -136,6 +143,44 @@ def summarise(
     return ContestSummary(**{**summary.__dict__, "description": describe(summary)})
 
 
+@dataclass(frozen=True)
+class Attribution:
+    """What the culprit search of one regression says: *status* as analysis.bisect's
+    (running, culprit, base, inconclusive, budget), *evidence* its probes in one line."""
+
+    status: str
+    culprit: int | None = None
+    evidence: str = ""
+    reason: str = ""
+
+
+def attribute(
+    summary: ContestSummary, series_id: int,
+    searches: Mapping[tuple[str, str, str], Attribution],
+) -> ContestSummary:  # fmt: skip
+    """*summary* as series *series_id* reads it: each regression by its search, keyed by
+    (executor, group, name). One without a search is still being searched."""
+    out = []
+    for f in summary.findings:
+        if f.kind != REGRESSION:
+            out.append(f)
+            continue
+        a = searches.get((f.executor, f.group, f.name))
+        if a is None or a.status not in ("culprit", "base"):
+            why = a.reason if a is not None and a.reason else "bisecting"
+            out.append(replace(f, kind=SEARCHING, note=why))
+        elif a.status == "base":
+            out.append(replace(f, kind=UPSTREAM, note=a.reason))
+        elif a.culprit == series_id:
+            out.append(replace(f, note=f"bisected: {a.evidence}"))
+        else:
+            out.append(replace(f, kind=BLAMED, note=f"broken by series {a.culprit}"))
+    state = _state(out, summary.infra_errors, summary.pending, summary.warnings,
+                   summary.state != PENDING or bool(summary.tests))  # fmt: skip
+    mine = replace(summary, findings=tuple(out), state=state)
+    return replace(mine, description=describe(mine))
+
+
 def _state(
     findings: Sequence[Finding], infra: Sequence[str], pending: Sequence[str], warnings: int,
     done: bool,
@@ -143,9 +188,9 @@ def _state(
     kinds = {f.kind for f in findings}
     if REGRESSION in kinds:
         return FAIL
-    if pending or not done:
+    if pending or not done or SEARCHING in kinds:
         return PENDING
-    if kinds & {KNOWN, UNVERIFIED} or infra or warnings:
+    if kinds & {KNOWN, UNVERIFIED, UPSTREAM} or infra or warnings:
         return WARNING
     return SUCCESS
 
@@ -154,8 +199,9 @@ def describe(s: ContestSummary) -> str:
     """One line for Patchwork: branch, counts, the first regressions, infra errors."""
     parts = [f"tests: {s.tests}"]
     for kind, label in (
-        (REGRESSION, "regressions"), (KNOWN, "known failures"),
-        (UNVERIFIED, "failures without baseline"), (FLAKY, "flaky"),
+        (REGRESSION, "regressions"), (SEARCHING, "regressions being bisected"),
+        (BLAMED, "broken by another series"), (UPSTREAM, "failing at the base too"),
+        (KNOWN, "known failures"), (UNVERIFIED, "failures without baseline"), (FLAKY, "flaky"),
     ):  # fmt: skip
         n = len(s.of_kind(kind))
         if n:
@@ -167,7 +213,10 @@ def describe(s: ContestSummary) -> str:
     text = f"{s.branch} ({', '.join(parts)})"
     regressions = s.of_kind(REGRESSION)
     if regressions:
-        text += ": " + ", ".join(f.label for f in regressions[:5])
+        text += ": " + ", ".join(_noted(f) for f in regressions[:5])
+    others = [*s.of_kind(SEARCHING), *s.of_kind(BLAMED), *s.of_kind(UPSTREAM)]
+    if others:
+        text += ("; " if regressions else ": ") + ", ".join(_noted(f) for f in others[:5])
     if s.infra_errors:
         infra = INFRA_PREFIX + "; ".join(s.infra_errors)
         text = infra + " | " + text if s.tests == 0 else text + " | " + infra
@@ -183,6 +232,10 @@ def render_contest(
         for s in series
         for pid in s.patch_ids
     ]
+
+
+def _noted(f: Finding) -> str:
+    return f"{f.label} ({f.note})" if f.note else f.label
 
 
 def upgrades(old: ContestSummary | None, new: ContestSummary) -> bool:

@@ -40,12 +40,11 @@ from patchci.brancher import (
     series_outcomes,
 )
 from patchci.config import PatchworkSource, Settings, StreamSettings
+from patchci.db.culprits import CulpritStore
 from patchci.db.results import BranchRow, ResultsStore
 from patchci.db.store import NotFound, Store
 from patchci.errors import ConfigError, FetchError, InfraError
 from patchci.executor.base import RUN_ERROR, Executor, RunResult, TestResult, TestSpec, namify
-from patchci.executor.kernel import KernelVmExecutor, KernelVmOptions
-from patchci.executor.local import LocalExecutor
 from patchci.git import Git
 from patchci.model import Series
 from patchci.report.console import outcome_text, plain
@@ -53,15 +52,16 @@ from patchci.report.contest import (
     FAIL,
     ContestSummary,
     SeriesRef,
-    failed,
+    attribute,
     render_contest,
     upgrades,
 )
 from patchci.report.contest import summarise as summarise_runs
 from patchci.report.deliver import DeliveryStats, deliver_posts
 from patchci.report.patchwork import CheckPost
-from patchci.sandbox import Sandbox
+from patchci.service.culprits import attributions, open_searches, run_searches
 from patchci.service.leases import holding, worker_dead, worker_id
+from patchci.service.runs import run_tests, stream_executors
 from patchci.sources.patchwork import PatchworkClient
 from patchci.trees import TreeSync
 
@@ -125,22 +125,6 @@ def series_mbox(series: Series) -> bytes:
     return b"".join(parts)
 
 
-def selftest_specs(repo: Path, rev: str, rel_dir: str, timeout: float = 300.0) -> list[TestSpec]:
-    """One test per executable file of *rel_dir* at *rev* (read from git, so the user's
-    checkout is not looked at), run from that directory of the branch worktree."""
-    git = Git(repo)
-    res = git.run("ls-tree", "-z", f"{rev}:{rel_dir}", check=False)
-    if not res.ok:
-        raise InfraError(f"no test directory {rel_dir} at {rev} in {repo}: {res.output.strip()}")
-    group = namify(Path(rel_dir).name)
-    specs = []
-    for entry in sorted(e for e in res.stdout.split("\x00") if e):
-        meta, _, name = entry.partition("\t")
-        if meta.split()[0] == "100755":
-            specs.append(TestSpec(group, namify(name), f"./{name}", timeout, Path(rel_dir)))
-    return specs
-
-
 # -- branch + run --------------------------------------------------------------------------
 
 
@@ -164,24 +148,6 @@ class ContestRun:
 def _last_branch_time(git: Git, prefix: str) -> datetime | None:
     existing = list_branches(git, prefix)
     return existing[-1][1] if existing else None
-
-
-def _run_tests(
-    git: Git, name: str, head: str, executor: Executor, tests: Sequence[TestSpec], out: Path,
-    base: str | None = None,
-) -> RunResult:  # fmt: skip
-    """Run *tests* on a worktree at *head*; our failures become an "error" run. A kernel
-    executor keeps its worktree (and the build directory next to it) from run to run."""
-    started = datetime.now(UTC)
-    try:
-        if isinstance(executor, KernelVmExecutor):
-            with git.reused_worktree(head, executor.worktree_root) as wt:
-                return executor.run(name, wt.repo, tests, out, base=base)
-        with git.scratch_worktree(head, out.parent / f"{out.name}-wt") as wt:
-            return executor.run(name, wt.repo, tests, out)
-    except (InfraError, OSError) as e:
-        log.error("branch %s: executor %s failed: %s", name, executor.name, e)
-        return RunResult(executor.name, name, started, datetime.now(UTC), RUN_ERROR, str(e))
 
 
 def cut_and_run(
@@ -226,7 +192,7 @@ def cut_and_run(
     for ex, specs, rid in started:
         out = work_dir / "runs" / manifest.name / namify(ex.name)
         with holding(partial(results.hold_run, rid, owner, RUN_LEASE), f"run {rid}", RUN_LEASE):
-            run = _run_tests(git, manifest.name, manifest.head, ex, specs, out, manifest.base)
+            run = run_tests(git, manifest.name, manifest.head, ex, specs, out, manifest.base)
         results.finish_run(rid, run)
         runs.append(run)
     return ContestRun(manifest, tuple(runs), branch_id)
@@ -248,17 +214,21 @@ def series_verdict(
     """The verdict a series' `contest` check shows once *branch* is in: NIPA's rule over the
     branches that included it, oldest first up to *branch*: a newer verdict replaces the
     kept one only when it upgrades it ("if we pass once, we pass"), so a later branch broken
-    by another series does not take back a series' pass. *cache* holds summaries by branch."""
+    by another series does not take back a series' pass. Each branch's regressions are read
+    as its culprit searches attribute them (report.contest.attribute). *cache* holds
+    summaries by branch."""
+    culprits = CulpritStore(results.engine)
 
     def summary(name: str) -> ContestSummary:
         if name not in cache:
             cache[name] = contest_summary(results, name)
-        return cache[name]
+        return attribute(cache[name], series_id, attributions(culprits, name))
 
     kept: ContestSummary | None = None
     for name in results.branches_of_series(series_id):
-        if upgrades(kept, summary(name)):
-            kept = summary(name)
+        mine = summary(name)
+        if upgrades(kept, mine):
+            kept = mine
         if name == branch:
             break
     return kept if kept is not None else summary(branch)
@@ -302,46 +272,6 @@ def post_contest(
     return DeliveryStats(*total)
 
 
-def series_tips(git: Git, manifest: Manifest, store: Store) -> list[tuple[int, str]]:
-    """(series id, commit) after each series of the branch was applied, in order."""
-    res = git.run("rev-list", "--reverse", "--first-parent", f"{manifest.base}..{manifest.head}")
-    commits = res.stdout.split()
-    tips, n = [], 0
-    for sid in manifest.series:
-        n += len(store.load_series(sid).patches)
-        if n > len(commits):
-            raise InfraError(f"branch {manifest.name}: fewer commits than series patches")
-        tips.append((sid, commits[n - 1]))
-    return tips
-
-
-def find_culprits(
-    store: Store,
-    tree_path: Path,
-    manifest: Manifest,
-    executor: Executor,
-    tests: Sequence[TestSpec],
-    regressed: Collection[tuple[str, str]],
-    work_dir: Path,
-) -> dict[tuple[str, str], int]:
-    """For each regressed (group, name): the first series of the branch after which it
-    fails. A linear search over series tips, enough for a handful of series per branch."""
-    git = Git(tree_path)
-    todo = [t for t in tests if t.key in regressed]
-    blamed: dict[tuple[str, str], int] = {}
-    for sid, tip in series_tips(git, manifest, store):
-        if not todo:
-            break
-        out = work_dir / "culprits" / manifest.name / f"series-{sid}"
-        run = _run_tests(git, f"{manifest.name}@{sid}", tip, executor, todo, out)
-        hit = {t.key for t in run.tests if failed(t)}
-        for key in hit:
-            blamed[key] = sid
-            log.info("branch %s: %s/%s broken by series %d", manifest.name, *key, sid)
-        todo = [t for t in todo if t.key not in hit]
-    return blamed
-
-
 # -- the schedule --------------------------------------------------------------------------
 
 # A branch run's lease (renewed every RUN_LEASE / 3 s while it runs). A run whose worker
@@ -376,6 +306,7 @@ def resume_runs(
                         "it again", row.name, orphan.id, orphan.executor, orphan.worker)  # fmt: skip
             _rerun(store, results, settings, row, orphan.id, orphan.executor, me)
         if not any(r.status == "running" for r in results.branch_runs(row.name)):
+            open_searches(results, CulpritStore(results.engine), row.name)  # run next cycle
             try:
                 _post_branch(store, results, settings, row.name, clients)
             except InfraError as e:
@@ -402,7 +333,7 @@ def _rerun(
     ex, specs = pairs[executor]
     out = settings.data_path / "contest" / "runs" / row.name / namify(executor)
     with holding(lambda: results.hold_run(run_id, owner, RUN_LEASE), f"run {run_id}", RUN_LEASE):
-        run = _run_tests(Git(path), row.name, row.head, ex, specs, out, row.base)
+        run = run_tests(Git(path), row.name, row.head, ex, specs, out, row.base)
     results.finish_run(run_id, run)
 
 
@@ -412,47 +343,6 @@ _T = TypeVar("_T")
 def configured_streams(settings: Settings) -> tuple[StreamSettings, ...]:
     """`settings.streams` once config.Settings has the field; validated either way."""
     return settings.streams
-
-
-def executor_for(ss: StreamSettings, sandbox: Sandbox | None = None) -> LocalExecutor:
-    return LocalExecutor(
-        f"local-{ss.name}", ss.build_command or None, retries=ss.retries, jobs=ss.jobs,
-        timeout=ss.test_timeout, env=ss.env, sandbox=sandbox,
-    )  # fmt: skip
-
-
-def stream_executors(
-    settings: Settings, ss: StreamSettings, tree_path: Path, base: str
-) -> list[tuple[Executor, Sequence[TestSpec]]]:
-    """The stream's executors with their tests: its `[[executors]]`, or without any the
-    local run of its tests_dir. A vm executor finds its tests in the branch itself."""
-    sandbox = settings.untrusted()
-    if not ss.executors:
-        tests = selftest_specs(tree_path, base, ss.tests_dir, ss.test_timeout)
-        return [(executor_for(ss, sandbox), tests)]
-    out: list[tuple[Executor, Sequence[TestSpec]]] = []
-    for name in ss.executors:
-        ex = settings.executor(name)
-        if ex.kind == "local":
-            timeout = ex.test_timeout or ss.test_timeout
-            local = LocalExecutor(ex.name, ex.build_command or None, retries=ex.retries,
-                                  jobs=ex.workers, timeout=timeout, env=ex.env, sandbox=sandbox)  # fmt: skip
-            tests_dir = ex.tests_dir or ss.tests_dir
-            out.append((local, selftest_specs(tree_path, base, tests_dir, timeout)))
-            continue
-        opts = KernelVmOptions(
-            name=ex.name, kernel=ex.kernel, fragments=ex.config, debug=ex.debug,
-            targets=ex.targets, tests=ex.tests, ignore=ex.ignore, workers=ex.workers,
-            cpus=ex.cpus, memory=ex.memory, test_timeout=ex.test_timeout,
-            boot_timeout=ex.boot_timeout, retries=ex.retries,
-            kvm={"auto": None, "on": True, "off": False}[ex.kvm], deadline=ex.deadline,
-            kmemleak=ex.kmemleak, jobs=ex.jobs, tests_per_boot=ex.tests_per_boot,
-        )  # fmt: skip
-        root = settings.data_path / "executors" / namify(ex.name) / namify(ss.tree)
-        vm = KernelVmExecutor(opts, worktree_root=root, ccache_dir=settings.ccache_path,
-                              sandbox=sandbox)  # fmt: skip
-        out.append((vm, ()))
-    return out
 
 
 def _cut_stream(
@@ -540,6 +430,31 @@ def _post_branch(
     return posted
 
 
+def search_culprits(
+    store: Store, results: ResultsStore, settings: Settings,
+    clients: Mapping[str, PatchworkClient], branches: Sequence[str] = (),
+) -> int:  # fmt: skip
+    """Open the culprit searches of *branches*, run every search nobody holds (a killed
+    daemon's too) and post the checks of each branch searched; checks posted."""
+    posted = 0
+    for name in run_searches(store, results, CulpritStore(results.engine), settings, branches):
+        posted += _post_branch(store, results, settings, name, clients)
+    return posted
+
+
+def resume_searches(
+    store: Store, results: ResultsStore, settings: Settings,
+    clients: Mapping[str, PatchworkClient],
+) -> int:  # fmt: skip
+    """Every culprit search nobody holds (opened by a resumed run, or a killed daemon's),
+    run to its end; a failure is logged and the next cycle tries again."""
+    try:
+        return search_culprits(store, results, settings, clients)
+    except (InfraError, ConfigError, NotFound) as e:
+        log.error("culprit search: %s (next cycle tries again)", e)
+        return 0
+
+
 def _reap_old(settings: Settings, ss: StreamSettings, now: datetime) -> tuple[str, ...]:
     """Delete the stream's branches older than keep_days (and on push_remote)."""
     tree = settings.tree(ss.tree)
@@ -570,6 +485,9 @@ def _cut_one(
     errors += [f"run: {e}" for e in done.errors]  # stored as error runs; checks say pending
     post = partial(_post_branch, store, results, settings, name, clients)
     posted = _attempt(ss.name, "contest post", post, errors) or 0
+    # the checks went out pending where a regression needs its culprit; now find it
+    search = partial(search_culprits, store, results, settings, clients, [name])
+    posted += _attempt(ss.name, "culprit search", search, errors) or 0
     reaped = _attempt(ss.name, "reap", partial(_reap_old, settings, ss, now), errors) or ()
     status = RUN_ERROR if done.errors else done.run.status
     return StreamCut(ss.name, name, status, posted, reaped, tuple(errors))
@@ -796,9 +714,7 @@ __all__ = [
     "contest_summary",
     "cut_and_run",
     "cut_due",
-    "find_culprits",
     "post_contest",
-    "selftest_specs",
     "series_mbox",
     "stream_due",
 ]

@@ -1,0 +1,108 @@
+"""Running a branch's tests: which executors a stream has and what they run, and one run
+of them on a worktree at a commit (a whole branch, or a culprit search's probe)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from patchci.config import Settings, StreamSettings
+from patchci.errors import InfraError
+from patchci.executor.base import RUN_ERROR, Executor, RunResult, TestSpec, namify
+from patchci.executor.kernel import KernelVmExecutor, KernelVmOptions
+from patchci.executor.local import LocalExecutor
+from patchci.git import Git
+from patchci.sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+
+
+def selftest_specs(repo: Path, rev: str, rel_dir: str, timeout: float = 300.0) -> list[TestSpec]:
+    """One test per executable file of *rel_dir* at *rev* (read from git, so the user's
+    checkout is not looked at), run from that directory of the branch worktree."""
+    git = Git(repo)
+    res = git.run("ls-tree", "-z", f"{rev}:{rel_dir}", check=False)
+    if not res.ok:
+        raise InfraError(f"no test directory {rel_dir} at {rev} in {repo}: {res.output.strip()}")
+    group = namify(Path(rel_dir).name)
+    specs = []
+    for entry in sorted(e for e in res.stdout.split("\x00") if e):
+        meta, _, name = entry.partition("\t")
+        if meta.split()[0] == "100755":
+            specs.append(TestSpec(group, namify(name), f"./{name}", timeout, Path(rel_dir)))
+    return specs
+
+
+def run_tests(
+    git: Git, name: str, head: str, executor: Executor, tests: Sequence[TestSpec], out: Path,
+    base: str | None = None,
+) -> RunResult:  # fmt: skip
+    """Run *tests* on a worktree at *head*; our failures become an "error" run. A kernel
+    executor keeps its worktree (and the build directory next to it) from run to run."""
+    started = datetime.now(UTC)
+    try:
+        if isinstance(executor, KernelVmExecutor):
+            with git.reused_worktree(head, executor.worktree_root) as wt:
+                return executor.run(name, wt.repo, tests, out, base=base)
+        with git.scratch_worktree(head, out.parent / f"{out.name}-wt") as wt:
+            return executor.run(name, wt.repo, tests, out)
+    except (InfraError, OSError) as e:
+        log.error("branch %s: executor %s failed: %s", name, executor.name, e)
+        return RunResult(executor.name, name, started, datetime.now(UTC), RUN_ERROR, str(e))
+
+
+def executor_for(ss: StreamSettings, sandbox: Sandbox | None = None) -> LocalExecutor:
+    return LocalExecutor(
+        f"local-{ss.name}", ss.build_command or None, retries=ss.retries, jobs=ss.jobs,
+        timeout=ss.test_timeout, env=ss.env, sandbox=sandbox,
+    )  # fmt: skip
+
+
+def stream_executors(
+    settings: Settings, ss: StreamSettings, tree_path: Path, base: str
+) -> list[tuple[Executor, Sequence[TestSpec]]]:
+    """The stream's executors with their tests: its `[[executors]]`, or without any the
+    local run of its tests_dir. A vm executor finds its tests in the branch itself."""
+    sandbox = settings.untrusted()
+    if not ss.executors:
+        tests = selftest_specs(tree_path, base, ss.tests_dir, ss.test_timeout)
+        return [(executor_for(ss, sandbox), tests)]
+    out: list[tuple[Executor, Sequence[TestSpec]]] = []
+    for name in ss.executors:
+        ex = settings.executor(name)
+        if ex.kind == "local":
+            timeout = ex.test_timeout or ss.test_timeout
+            local = LocalExecutor(ex.name, ex.build_command or None, retries=ex.retries,
+                                  jobs=ex.workers, timeout=timeout, env=ex.env, sandbox=sandbox)  # fmt: skip
+            tests_dir = ex.tests_dir or ss.tests_dir
+            out.append((local, selftest_specs(tree_path, base, tests_dir, timeout)))
+            continue
+        opts = KernelVmOptions(
+            name=ex.name, kernel=ex.kernel, fragments=ex.config, debug=ex.debug,
+            targets=ex.targets, tests=ex.tests, ignore=ex.ignore, workers=ex.workers,
+            cpus=ex.cpus, memory=ex.memory, test_timeout=ex.test_timeout,
+            boot_timeout=ex.boot_timeout, retries=ex.retries,
+            kvm={"auto": None, "on": True, "off": False}[ex.kvm], deadline=ex.deadline,
+            kmemleak=ex.kmemleak, jobs=ex.jobs, tests_per_boot=ex.tests_per_boot,
+        )  # fmt: skip
+        root = settings.data_path / "executors" / namify(ex.name) / namify(ss.tree)
+        vm = KernelVmExecutor(opts, worktree_root=root, ccache_dir=settings.ccache_path,
+                              sandbox=sandbox)  # fmt: skip
+        out.append((vm, ()))
+    return out
+
+
+def series_tips(git: Git, base: str, head: str, sizes: Sequence[int]) -> list[str]:
+    """The commit after each series of a branch was applied, in order; *sizes* are the
+    series' patch counts (the branch applies them one commit per patch, on *base*)."""
+    res = git.run("rev-list", "--reverse", "--first-parent", f"{base}..{head}")
+    commits = res.stdout.split()
+    tips, n = [], 0
+    for size in sizes:
+        n += size
+        if n > len(commits):
+            raise InfraError(f"{head[:12]}: fewer commits on {base[:12]} than series patches")
+        tips.append(commits[n - 1])
+    return tips
