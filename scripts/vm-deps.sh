@@ -6,7 +6,8 @@
 # 1. As root with apt-get (unless --no-install): installs the missing Debian packages
 #    (QEMU, busybox for virtme-ng's initramfs, and for the kernel executor, which builds
 #    the branch's own kernel and selftests: the kernel build dependencies, ccache, rsync
-#    for the kselftest install, and linux-source-6.12, the tree its test builds).
+#    for the kselftest install, linux-source-6.12, the tree its test builds, and the
+#    networking selftests' own tools: ping, iptables, ethtool, socat).
 # virtme-ng itself (vng) comes from PyPI with the project's Python dependencies.
 set -euo pipefail
 
@@ -32,6 +33,11 @@ declare -A probe=(
   [ccache]="command -v ccache"
   [rsync]="command -v rsync"
   [cpio]="command -v cpio"
+  # the networking selftests' own tools: the guest runs on this root file system
+  [iputils-ping]="command -v ping"
+  [iptables]="command -v iptables"
+  [ethtool]="command -v ethtool"
+  [socat]="command -v socat"
   [linux-source-6.12]="test -e /usr/src/linux-source-6.12.tar.xz"
 )
 

@@ -20,6 +20,7 @@ from patchci.git import Git
 from patchci.model import Outcome
 
 CONSOLE = Path(__file__).resolve().parent / "data" / "console"
+GUEST = Path(__file__).resolve().parent / "data" / "guest"
 KTAP_OK = "TAP version 13\n1..1\nok 1 sub\n"
 KTAP_FAIL = "TAP version 13\n1..1\nnot ok 1 sub\n"
 
@@ -79,6 +80,8 @@ class FakeSessions:
             out.write_text(KTAP_OK)
         elif "FLAKY" in cmd:
             out.write_text(KTAP_FAIL if n == 1 else KTAP_OK)
+        elif "NOPING" in cmd:  # a real mptcp_connect.sh on a host without ping
+            out.write_text((GUEST / "mptcp_connect-without-ping.log").read_text())
         elif "FAILS" in cmd:
             out.write_text(KTAP_FAIL)
         else:
@@ -153,6 +156,21 @@ def test_a_vm_that_never_boots_is_error_never_fail_and_not_retried(
     assert {t.outcome for t in r.values()} == {Outcome.ERROR}
     assert all(t.retry_outcome is None for t in r.values())
     assert len(fake.sessions) == 1
+
+
+def test_a_test_failing_for_a_tool_the_executor_lacks_is_error_not_fail(
+    tmp_path: Path, fake: FakeSessions, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first MPTCP run of examples/mptcp.toml here: mptcp_connect.sh failed in every
+    namespace with `exec of "ping" failed` (the guest runs on the host's root file system,
+    which had no ping) and was reported as the branch's failure."""
+    caplog.set_level("INFO", logger="patchci")
+    r = run_all(tmp_path, ["NOPING", "FAILS"], retries=0)
+    assert r["noping"].outcome is Outcome.ERROR
+    assert "noping: error (missing on the executor: ping (apt-get install iputils-ping))" in (
+        caplog.text
+    )
+    assert r["fails"].outcome is Outcome.FAIL  # a real failure stays one
 
 
 def test_workers_run_their_shares_in_parallel(tmp_path: Path, fake: FakeSessions) -> None:

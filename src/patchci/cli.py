@@ -90,6 +90,7 @@ def executor_notes(s: Settings) -> list[str]:
     vms = [e for e in s.executors if e.kind == "vm"]
     if not vms:
         return []
+    from patchci.executor.guesttools import absent_tools, install_hint
     from patchci.executor.kernel import build_problems
     from patchci.executor.kvm import kvm_status
     from patchci.executor.vm import missing_prerequisites
@@ -101,6 +102,10 @@ def executor_notes(s: Settings) -> list[str]:
     if any(e.kernel == "build" for e in vms):
         problems += build_problems()
     out += [f"warning: vm executors: {p}" for p in problems]
+    absent = absent_tools()
+    if absent:  # the guest runs on the host's root file system
+        out.append(f"warning: vm executors: not on this host, so not in the VMs (tests that "
+                   f"need them are ERROR): {install_hint(absent)}")  # fmt: skip
     return out
 
 

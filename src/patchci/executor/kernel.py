@@ -40,6 +40,7 @@ from patchci.executor.base import (
     subtests_of,
     test_root,
 )
+from patchci.executor.guesttools import absent_tools, install_hint, missing_commands
 from patchci.executor.kbuild import (
     IMAGE,
     BuildOptions,
@@ -143,6 +144,10 @@ class KernelVmExecutor:
         if problems:
             return error("cannot start VMs: " + "; ".join(problems))
         log.info("executor %s: branch %s: %s", self.name, branch_name, kvm_reason)
+        absent = absent_tools()
+        if absent:
+            log.warning("executor %s: not on this host, so not in its VMs: %s; a test that "
+                        "needs one is ERROR, not FAIL", self.name, install_hint(absent))  # fmt: skip
         builder = self._builder(worktree)
         try:
             if self.opts.kernel == "build":
@@ -304,6 +309,9 @@ class KernelVmExecutor:
                    else f"timed out after {tr.test.timeout:g}s" if tr.timed_out else None),
         )  # fmt: skip
         outcome, note = judge(vmrun, parsed, crashes, cut_by_deadline=False)
+        absent = missing_commands(text) if outcome is Outcome.FAIL else []
+        if absent:  # the host (so the guest) lacks a tool: ours, not the patch's
+            outcome, note = Outcome.ERROR, f"missing on the executor: {install_hint(absent)}"
         return Attempt(outcome, tr.duration, subtests_of(test_root(parsed)), crashes,
                        tr.output, note)  # fmt: skip
 
