@@ -28,6 +28,7 @@ from patchci.analysis.bisect import (
     bisect,
     steps_needed,
 )
+from patchci.cli import main
 from patchci.daemon import open_store, run_cycle
 from patchci.db.culprits import CulpritStore
 from patchci.db.results import ResultsStore
@@ -50,7 +51,7 @@ from patchci.service.contest import cut_due
 from patchci.sources.patchwork import PatchworkClient
 from tests.gitrepo import commit_file, format_patches, write
 from tests.test_contest_schedule import NOW, OFF_GRID, SOB, TESTS_DIR, settings_for
-from tests.test_daemon import SOURCE, make_client
+from tests.test_daemon import PROJECT, SOURCE, make_client
 from tests.test_daemon import emu as emu  # the FakePatchwork fixture
 
 # ------------------------------------------------------------------ the search, pure
@@ -270,3 +271,40 @@ def test_a_search_a_kill_interrupted_goes_on_where_it_stopped(
     assert (search.status, search.culprit_series_id) == ("culprit", w.series_ids()[1])
     assert [s.point for s in search.steps] == [0, 1, 2]  # the base probe was not made again
     assert w.verdicts()[1].state == "fail" and w.verdicts()[0].state == "success"
+
+
+def test_cli_branch_now_bisects_and_shows_each_series_verdict(
+    branchy: Branchy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`patchci branch --now`, the command a maintainer runs by hand, searches too."""
+    w = branchy
+    cfg = tmp_path / "patchci.toml"
+    cfg.write_text(f"""
+data_dir = "{tmp_path / "data"}"
+[[sources]]
+name = "{SOURCE}"
+type = "patchwork"
+url = "{w.emu.url}"
+project = "{PROJECT}"
+[[trees]]
+name = "net-next"
+path = "{w.git.repo}"
+branch = "main"
+tags = ["net-next"]
+checks = ["signed_off_by"]
+[[streams]]
+name = "nn"
+tree = "net-next"
+tests_dir = "{TESTS_DIR}"
+retries = 1
+[report.patchwork]
+enabled = false
+""")
+    capsys.readouterr()
+    assert main(["-c", str(cfg), "branch", "--now"]) == 1  # the branch has a regression
+    out = capsys.readouterr().out
+    culprit, *innocent = w.series_ids()[1], w.series_ids()[0], w.series_ids()[2]
+    assert "culprit searches" in out and f"series {culprit}" in out
+    assert f"series {culprit}: fail:" in out
+    for sid in innocent:
+        assert f"series {sid}: success:" in out

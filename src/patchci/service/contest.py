@@ -40,7 +40,7 @@ from patchci.brancher import (
     series_outcomes,
 )
 from patchci.config import PatchworkSource, Settings, StreamSettings
-from patchci.db.culprits import CulpritStore
+from patchci.db.culprits import CulpritStore, SearchRow
 from patchci.db.results import BranchRow, ResultsStore
 from patchci.db.store import NotFound, Store
 from patchci.errors import ConfigError, FetchError, InfraError
@@ -59,7 +59,7 @@ from patchci.report.contest import (
 from patchci.report.contest import summarise as summarise_runs
 from patchci.report.deliver import DeliveryStats, deliver_posts
 from patchci.report.patchwork import CheckPost
-from patchci.service.culprits import attributions, open_searches, run_searches
+from patchci.service.culprits import attributions, evidence, open_searches, run_searches
 from patchci.service.leases import holding, worker_dead, worker_id
 from patchci.service.runs import run_tests, stream_executors
 from patchci.sources.patchwork import PatchworkClient
@@ -578,6 +578,7 @@ def _branch_now(
     settings: Settings, ss: StreamSettings, store: Store, results: ResultsStore, console: Console
 ) -> int:
     done = _cut_stream(settings, ss, store, results, datetime.now(UTC))
+    search_culprits(store, results, settings, {}, [done.manifest.name])
     _show(store, results, done.manifest.name, console)
     if done.errors:
         return 2
@@ -601,7 +602,26 @@ def _show(store: Store, results: ResultsStore, branch: str, console: Console) ->
         console.print(results_table(run))
     summary = contest_summary(results, branch)
     console.print(Text(f"contest: {summary.state}: {summary.description}"))
+    searches = CulpritStore(results.engine).searches(branch)
+    if searches:
+        console.print(culprit_table(searches))
+        cache: dict[str, ContestSummary] = {}
+        for sid in row.series:
+            v = series_verdict(results, sid, branch, cache)
+            console.print(Text(f"series {sid}: {v.state}: {v.description}"))
     return summary
+
+
+def culprit_table(searches: Sequence[SearchRow]) -> Table:
+    t = Table(title="culprit searches", title_justify="left")
+    for col in ("executor", "test", "result", "probes"):
+        t.add_column(col, overflow="fold")
+    for s in searches:
+        result = (f"series {s.culprit_series_id}" if s.status == "culprit"
+                  else f"{s.status}: {s.reason}" if s.reason else s.status)  # fmt: skip
+        t.add_row(plain(s.executor), plain(f"{s.group}/{s.name}"), plain(result),
+                  plain(evidence(s) if s.steps else "-"))  # fmt: skip
+    return t
 
 
 def _open(settings: Settings) -> tuple[Store, ResultsStore]:
