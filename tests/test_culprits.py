@@ -49,10 +49,12 @@ from patchci.report.contest import (
 )
 from patchci.service.contest import cut_due
 from patchci.sources.patchwork import PatchworkClient
+from patchci.web.app import create_app
 from tests.gitrepo import commit_file, format_patches, write
 from tests.test_contest_schedule import NOW, OFF_GRID, SOB, TESTS_DIR, settings_for
 from tests.test_daemon import PROJECT, SOURCE, make_client
 from tests.test_daemon import emu as emu  # the FakePatchwork fixture
+from tests.web_server import client_for
 
 # ------------------------------------------------------------------ the search, pure
 
@@ -234,6 +236,18 @@ def test_only_the_series_that_broke_the_test_reads_fail(branchy: Branchy, tmp_pa
     for innocent in (0, 2):
         assert got[innocent].state == "success", got[innocent].description
         assert f"broken by series {w.series_ids()[1]}" in got[innocent].description
+
+    # the series page shows the evidence: the culprit's probes, the innocents' pointer
+    with client_for(create_app(settings)) as http:
+        culprit_page = http.get(f"/series/{w.series_ids()[1]}").text
+        innocent_page = http.get(f"/series/{w.series_ids()[0]}").text
+        api = http.get(f"/api/v1/series/{w.series_ids()[1]}/culprits").json()
+    assert 'id="culprit-searches"' in culprit_page
+    assert "this series broke it" in culprit_page
+    assert culprit_page.count('class="probe"') == 3 and second in culprit_page
+    assert f'broken by <a href="/series/{w.series_ids()[1]}">' in innocent_page
+    assert [(a["status"], a["culprit_series_id"]) for a in api] == [("culprit", w.series_ids()[1])]
+    assert [st["outcome"] for st in api[0]["steps"]] == ["pass", "pass", "fail"]
 
     # a second cycle finds nothing to search and posts nothing new
     before = len(w.emu.checks)

@@ -226,3 +226,25 @@ def test_contest_and_flakes_in_the_browser(page: Watched) -> None:
     assert p.locator("tr.subtest-row").count() == 20 and "subtests=on" in p.url
     assert p.locator("tr.subtest-row[data-final=fail]").count() >= 1  # foo_queues/queues_16
     page.shot("contest-subtests")
+
+
+def test_a_contest_fail_leads_to_its_bisection_steps(page: Watched) -> None:
+    """The demo's branch breaks foo_queues.sh; only the series that lowered FOO_MAX_QUEUES
+    reads `fail`. From an innocent series of that branch, the "broken by" link leads to
+    the culprit, whose page shows the probes that convict it."""
+    p = page.page
+    p.goto("/series?q=foo_reset")
+    with p.expect_navigation():
+        p.locator("tr.series-row a").first.click()
+    innocent = p.locator("#culprit-searches tr.search-row").first
+    assert "foo-queues-sh" in innocent.inner_text()
+    assert "fail" not in p.locator("#contest-verdict .badge").inner_text()
+    with p.expect_navigation():
+        innocent.locator("a", has_text="series").click()
+    assert "foo: cap the queue count at 8" in p.locator("h1").inner_text()
+    assert "bisected:" in p.locator("#contest-verdict").inner_text()
+    row = p.locator("#culprit-searches tr.search-row").first
+    assert "this series broke it" in row.inner_text()
+    outcomes = row.locator("li.probe").evaluate_all("els => els.map(e => e.dataset.outcome)")
+    assert outcomes[0] == "pass" and outcomes[-1] == "fail"
+    page.shot("culprit-search")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 
+from patchci.db.culprits import CulpritStore, SearchRow
+from patchci.db.results import ResultsStore
 from patchci.web import queries
 from patchci.web.routes.deps import (
     NAME_OR_EMPTY,
@@ -37,6 +39,18 @@ def api_series(series_id: SeriesId, conn: Conn, web: Web) -> queries.SeriesDetai
     if detail is None:
         raise HTTPException(404, f"series {series_id} is not in the database")
     return detail
+
+
+@router.get("/series/{series_id}/culprits", response_model=list[SearchRow])
+def api_series_culprits(series_id: SeriesId, conn: Conn, request: Request) -> list[SearchRow]:
+    """The culprit searches of the test branches that included the series: which series
+    each regression was bisected to, and every probe (commit, outcome, why)."""
+    if not queries.series_exists(conn, series_id):
+        raise HTTPException(404, f"series {series_id} is not in the database")
+    engine = request.app.state.engine
+    culprits = CulpritStore(engine)
+    return [s for b in ResultsStore(engine).branches_of_series(series_id)
+            for s in culprits.searches(b)]  # fmt: skip
 
 
 @router.get("/series/{series_id}/checks", response_model=list[queries.CheckView])

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
+from patchci.db.culprits import CulpritStore, SearchRow
 from patchci.db.results import ResultsStore
 from patchci.model import Outcome, worst
 from patchci.report.contest import ContestSummary
@@ -66,8 +67,16 @@ def series_page(request: Request, series_id: SeriesId, conn: Conn, web: Web) -> 
         checks = Outcome.stored_or_none(verdict)
         verdict = worst([contest_outcome, *([checks] if checks else [])]).value
     ctx = {"d": detail, "s": detail.series, "contest": contest, "verdict": verdict,
-           "contest_outcome": contest_outcome.value if contest_outcome else None}  # fmt: skip
+           "contest_outcome": contest_outcome.value if contest_outcome else None,
+           "searches": _searches(request, [b.name for b in detail.branches if b.included])}  # fmt: skip
     return page(request, "series.html", ctx)
+
+
+def _searches(request: Request, branches: list[str]) -> list[SearchRow]:
+    """The culprit searches of the branches the series was in: the evidence behind a
+    `fail` (or a "broken by series N") of its contest check."""
+    store = CulpritStore(request.app.state.engine)
+    return [s for name in branches for s in store.searches(name)]
 
 
 _PW_OUTCOME = {"success": Outcome.PASS, "warning": Outcome.WARN, "fail": Outcome.FAIL,
