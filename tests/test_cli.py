@@ -194,7 +194,7 @@ def test_config_check_names_executors_streams_and_what_vms_will_use(
     [
         ('[[executors]]\nname = "v"\nkind = "vm"\n', "executors.0: targets: a vm executor needs"),
         ('[[executors]]\nname = "v"\nkind = "local"\ntargets = ["x"]\n',
-         "targets/config/kernel are for kind"),
+         "targets/config/kunit/kernel are for kind"),
         ('[[streams]]\nname = "s"\ntree = "net"\nexecutors = ["nope"]\n',
          "streams.s.executors: no [[executors]] entry named 'nope'"),
         ('[[trees]]\nname = "t"\nurl = "file:///x"\nremote = "origin"\n',

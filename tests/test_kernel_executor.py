@@ -106,6 +106,7 @@ kind = "vm"
 config = ["tools/testing/selftests/net/mptcp/config"]
 targets = ["net/mptcp"]
 tests = ["{TEST}"]
+kunit = ["MPTCP_KUNIT_TEST"]
 workers = 1
 cpus = 2
 memory = "1G"
@@ -157,15 +158,23 @@ def test_the_branch_kernel_is_built_booted_and_tested(contest: Contest) -> None:
     assert "/executors/vmksft-mptcp/mptcp/" in run.kernel and run.kernel.endswith("bzImage")
     config = Path(run.config).read_text()
     assert "CONFIG_MPTCP=y" in config and "CONFIG_64BIT=y" in config
-    ((t,),) = [run.tests]
+    assert "CONFIG_MPTCP_KUNIT_TEST=y" in config and "CONFIG_KUNIT=y" in config
+    by_group = {t.group: t for t in run.tests}
+    assert len(by_group) == len(run.tests) == 2
+    t, kunit = by_group["selftests-net-mptcp"], by_group["kunit"]
     assert (t.group, t.name, t.outcome) == ("selftests-net-mptcp", "pm-netlink-sh", Outcome.PASS)
     assert t.subtests, "pm_netlink.sh reports its subtests in KTAP"
+    # the built-in KUnit suites ran at boot; their KTAP came from the guest's kernel log
+    assert (kunit.group, kunit.name, kunit.outcome) == ("kunit", "built-in", Outcome.PASS)
+    suites = {s.name: s.outcome for s in kunit.subtests if "/" not in s.path}
+    assert suites == {"mptcp-crypto": Outcome.PASS, "mptcp-token": Outcome.PASS}, suites
     log_dir = Path(run.log_dir or "")
     reproduce = (log_dir / "reproduce.sh").read_text()
     assert (
         "merge_config.sh" in reproduce and "tools/testing/selftests/net/mptcp/config" in reproduce
     )
     assert "vng --run" in reproduce and TEST in reproduce
+    assert "CONFIG_MPTCP_KUNIT_TEST=y" in reproduce and "build/kunit.config" in reproduce
 
 
 def test_the_contest_page_shows_the_kernel_run(contest: Contest) -> None:

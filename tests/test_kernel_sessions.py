@@ -68,7 +68,9 @@ class FakeSessions:
         cmd, exit_code, timed_out, tainted = t.command, 0, False, False
         console: tuple[str, ...] = ()
         leak = None
-        if "PANIC" in cmd:
+        if cmd == kernel.KUNIT_COMMAND:  # a kernel log with no KUnit KTAP in it
+            out.write_text("")
+        elif "PANIC" in cmd:
             exit_code = None  # type: ignore[assignment]
             console = tuple((CONSOLE / "vm-panic-console.log").read_text().splitlines())
         elif "HANG" in cmd:
@@ -242,3 +244,25 @@ def test_tests_per_boot_bounds_each_session(tmp_path: Path, fake: FakeSessions) 
     r = run_all(tmp_path, ["A", "B", "C"], retries=0, tests_per_boot=1)
     assert {t.outcome for t in r.values()} == {Outcome.PASS}
     assert fake.sessions == [["A"], ["B"], ["C"]]
+
+
+def test_kunit_entries_are_symbols_or_kunitconfig_files(tmp_path: Path) -> None:
+    from patchci.errors import InfraError
+    from patchci.executor.kbuild import kunit_files, kunit_symbols
+
+    assert kunit_symbols([]) == []  # no KUnit: CONFIG_KUNIT is not forced on
+    assert kunit_symbols(["MPTCP_KUNIT_TEST", "CONFIG_LIST_KUNIT_TEST", "net/mptcp"]) == [
+        "CONFIG_KUNIT", "CONFIG_MPTCP_KUNIT_TEST", "CONFIG_LIST_KUNIT_TEST"]  # fmt: skip
+    (tmp_path / "lib/kunit").mkdir(parents=True)
+    (tmp_path / "lib/kunit/.kunitconfig").write_text("CONFIG_KUNIT=y\n")
+    assert kunit_files(tmp_path, ["X", "lib/kunit"]) == [tmp_path / "lib/kunit/.kunitconfig"]
+    with pytest.raises(InfraError, match="net/nope is not a .kunitconfig"):
+        kunit_files(tmp_path, ["net/nope"])
+
+
+def test_the_kunit_pseudo_test_without_results_is_error(tmp_path: Path, fake: FakeSessions) -> None:
+    """A kernel log without KUnit's KTAP (CONFIG_KUNIT lost, the suites not built in) is
+    ours, not a pass (it exits 0 with no KTAP, which reads as PASS for a selftest)."""
+    r = run_all(tmp_path, [kernel.KUNIT_COMMAND, "A"], retries=0)
+    assert r[kernel.KUNIT_COMMAND.lower()].outcome is Outcome.ERROR
+    assert r["a"].outcome is Outcome.PASS

@@ -104,6 +104,9 @@ class ExecutorSettings(_Model):
     targets: tuple[str, ...] = ()  # kselftest TARGETS, built from the branch's tree
     tests: tuple[str, ...] = ()  # only these collection:program (default: all of targets)
     ignore: tuple[str, ...] = ()  # collection:program never run
+    # KUnit tests built into the kernel (they run at boot; their KTAP is read from dmesg):
+    # Kconfig symbols ("MPTCP_KUNIT_TEST") or .kunitconfig files/directories of the tree
+    kunit: tuple[str, ...] = ()
     workers: Annotated[int, Field(ge=1, le=16)] = 1  # VMs (or local jobs) in parallel
     cpus: Annotated[int, Field(ge=1, le=64)] = 2
     memory: Annotated[str, Field(pattern=r"^[0-9]+[MG]$")] = "2G"
@@ -129,8 +132,8 @@ class ExecutorSettings(_Model):
                                  "[\"net/mptcp\"])")  # fmt: skip
             if self.tests_dir or self.build_command:
                 raise ValueError('tests_dir/build_command are for kind = "local"')
-        elif self.targets or self.config or self.kernel != "build":
-            raise ValueError('targets/config/kernel are for kind = "vm"')
+        elif self.targets or self.config or self.kunit or self.kernel != "build":
+            raise ValueError('targets/config/kunit/kernel are for kind = "vm"')
         return self
 
 

@@ -50,6 +50,28 @@ class KernelBuildFailed(PatchError):
         super().__init__(f"{what} failed: {first}")
 
 
+def kunit_symbols(entries: Sequence[str]) -> list[str]:
+    """CONFIG_KUNIT and the Kconfig symbols among *entries* (`FOO_KUNIT_TEST` or
+    `CONFIG_FOO_KUNIT_TEST`; an entry with a `/` is a .kunitconfig file)."""
+    if not entries:
+        return []
+    syms = [e if e.startswith("CONFIG_") else f"CONFIG_{e}" for e in entries if "/" not in e]
+    return list(dict.fromkeys(["CONFIG_KUNIT", *syms]))
+
+
+def kunit_files(worktree: Path, entries: Sequence[str]) -> list[Path]:
+    """The .kunitconfig files among *entries*, in the tree (a path to a directory means
+    its .kunitconfig, as kunit.py's --kunitconfig takes it)."""
+    out = []
+    for e in (e for e in entries if "/" in e):
+        p = worktree / e
+        p = p / ".kunitconfig" if p.is_dir() else p
+        if not p.is_file():
+            raise InfraError(f"kunit: {e} is not a .kunitconfig in the tree")
+        out.append(p)
+    return out
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     """How to build: fragments are paths relative to the tree (the branch's own)."""
@@ -59,6 +81,8 @@ class BuildOptions:
     jobs: int = 0  # 0: one per CPU
     ccache_dir: Path | None = None
     timeout: float = DEFAULT_TIMEOUT
+    # KUnit tests built in (they run at boot): Kconfig symbols, or .kunitconfig files
+    kunit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +173,11 @@ class KernelBuilder:
             frags.append(p)
         if self.opts.debug:
             frags += [worktree / "kernel/configs/debug.config", data_fragment("debug.config")]
+        wanted = kunit_symbols(self.opts.kunit)
+        if self.opts.kunit:
+            frags += kunit_files(worktree, self.opts.kunit)
+            (scratch / "kunit.config").write_text("".join(f"{s}=y\n" for s in wanted))
+            frags.append(scratch / "kunit.config")
         logp = out_dir / "kernel-config.log"
         self._make(worktree, [f"O={scratch}", "allnoconfig"], logp, "allnoconfig",
                    o=False, extra_writable=(scratch,))  # fmt: skip
@@ -158,6 +187,11 @@ class KernelBuilder:
         self._make(worktree, [f"O={scratch}", "olddefconfig"], logp, "olddefconfig",
                    o=False, extra_writable=(scratch,), append=True)  # fmt: skip
         new, old = scratch / ".config", self.build_dir / ".config"
+        have = set(new.read_text(encoding="utf-8", errors="replace").splitlines())
+        lost = [s for s in wanted if f"{s}=y" not in have]
+        if lost:  # an unknown symbol or an unmet dependency: olddefconfig dropped it
+            raise InfraError(f"kunit: {', '.join(lost)} not set after olddefconfig (unknown "
+                             "symbol, or a dependency missing from the fragments)")  # fmt: skip
         if old.is_file() and filecmp.cmp(new, old, shallow=False):
             return False
         shutil.copyfile(new, old)

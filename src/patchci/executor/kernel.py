@@ -46,6 +46,7 @@ from patchci.executor.kbuild import (
     BuildOptions,
     KernelBuilder,
     KernelBuildFailed,
+    kunit_symbols,
 )
 from patchci.executor.local import REPRODUCE, Attempt, attempts_result, now, verdict
 from patchci.executor.vm import VmConfig, VmRun, missing_prerequisites, resolve_config
@@ -57,6 +58,10 @@ from patchci.sandbox import Sandbox
 log = logging.getLogger(__name__)
 
 KSFT_DEFAULT_TIMEOUT = 45.0  # kselftest's own, when a directory has no settings file
+# The built-in KUnit suites' results: the boot's kernel log, printed from the guest. Only
+# the part from the first KTAP header on: what came before is the boot.
+KUNIT_GROUP, KUNIT_NAME = "kunit", "built-in"
+KUNIT_COMMAND = "dmesg | sed -n '/KTAP version/,$p'"
 HOST_MARGIN = 30.0  # the host's watchdog waits this much past the runner's own timeout
 
 
@@ -80,6 +85,7 @@ class KernelVmOptions:
     kmemleak: bool = True
     jobs: int = 0
     tests_per_boot: int = 0  # 0: as many as the VM survives; 1: a fresh VM per test
+    kunit: tuple[str, ...] = ()  # KUnit tests built in: Kconfig symbols or .kunitconfig files
 
 
 @dataclass
@@ -180,7 +186,8 @@ class KernelVmExecutor:
         return worktree.with_name(worktree.name + ".build")
 
     def _builder(self, worktree: Path) -> KernelBuilder:
-        opts = BuildOptions(self.opts.fragments, self.opts.debug, self.opts.jobs, self.ccache_dir)
+        opts = BuildOptions(self.opts.fragments, self.opts.debug, self.opts.jobs, self.ccache_dir,
+                            kunit=self.opts.kunit)  # fmt: skip
         return KernelBuilder(self._build_dir(worktree), opts, self.sandbox)
 
     def _build_failed(
@@ -221,6 +228,8 @@ class KernelVmExecutor:
             cmd = f"./run_kselftest.sh -o {int(timeout)} -t {shlex.quote(f'{coll}:{prog}')}"
             specs.append(TestSpec(f"selftests-{namify(coll)}", namify(prog), cmd, timeout,
                                   install))  # fmt: skip
+        if self.opts.kunit:  # built-in suites ran at boot: their KTAP is in the kernel log
+            specs.append(TestSpec(KUNIT_GROUP, KUNIT_NAME, KUNIT_COMMAND, 60.0, install))
         return specs
 
     def _run_all(self, vm: VmConfig, specs: Sequence[TestSpec], out_dir: Path) -> list[TestResult]:
@@ -309,6 +318,8 @@ class KernelVmExecutor:
                    else f"timed out after {tr.test.timeout:g}s" if tr.timed_out else None),
         )  # fmt: skip
         outcome, note = judge(vmrun, parsed, crashes, cut_by_deadline=False)
+        if tr.test.command == KUNIT_COMMAND and parsed.version is None and outcome is Outcome.PASS:
+            outcome, note = Outcome.ERROR, "no KUnit results in the kernel log (CONFIG_KUNIT?)"
         absent = missing_commands(text) if outcome is Outcome.FAIL else []
         if absent:  # the host (so the guest) lacks a tool: ours, not the patch's
             outcome, note = Outcome.ERROR, f"missing on the executor: {install_hint(absent)}"
@@ -324,6 +335,13 @@ class KernelVmExecutor:
         """Rebuild this kernel config and run the same tests in vng, by hand."""
         o = self.opts
         frags = " ".join(shlex.quote(f) for f in o.fragments)
+        kunit_lines, kunit_frags = [], ""
+        if o.kunit:  # the built-in KUnit suites (their results: dmesg after the boot)
+            syms = "".join(f"{s}=y\\n" for s in kunit_symbols(o.kunit))
+            kunit_lines = [f"printf '{syms}' > build/kunit.config"]
+            files = [e if e.endswith("kunitconfig") else f"{e.rstrip('/')}/.kunitconfig"
+                     for e in o.kunit if "/" in e]  # fmt: skip
+            kunit_frags = "".join(f" {shlex.quote(f)}" for f in files) + " build/kunit.config"
         lines = [
             "#!/bin/sh",
             f"# patchci executor {self.name}: reproduce the run of branch {branch}",
@@ -333,8 +351,11 @@ class KernelVmExecutor:
             "make O=build allnoconfig",
             "virtme-configkernel --dry-run > build/virtme.config",
             "# vm.config is patchci's fragment (src/patchci/executor/data/vm.config)",
+            *kunit_lines,
             f"scripts/kconfig/merge_config.sh -m -O build build/.config build/virtme.config "
-            f"vm.config {frags}" + (" kernel/configs/debug.config debug.config" if o.debug else ""),
+            f"vm.config {frags}"
+            + (" kernel/configs/debug.config debug.config" if o.debug else "")
+            + kunit_frags,
             "make O=build olddefconfig",
             "make O=build -j$(nproc) CC='ccache gcc' bzImage headers",
             f"make -C tools/testing/selftests O=$PWD/build TARGETS={shlex.quote(' '.join(o.targets))}"

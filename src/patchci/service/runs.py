@@ -85,7 +85,7 @@ def stream_executors(
             cpus=ex.cpus, memory=ex.memory, test_timeout=ex.test_timeout,
             boot_timeout=ex.boot_timeout, retries=ex.retries,
             kvm={"auto": None, "on": True, "off": False}[ex.kvm], deadline=ex.deadline,
-            kmemleak=ex.kmemleak, jobs=ex.jobs, tests_per_boot=ex.tests_per_boot,
+            kmemleak=ex.kmemleak, jobs=ex.jobs, tests_per_boot=ex.tests_per_boot, kunit=ex.kunit,
         )  # fmt: skip
         root = settings.data_path / "executors" / namify(ex.name) / namify(ss.tree)
         vm = KernelVmExecutor(opts, worktree_root=root, ccache_dir=settings.ccache_path,
