@@ -162,7 +162,8 @@ class KernelVmExecutor:
                 run = replace(run, kernel=str(built.image), config=str(built.config))
             specs = self._specs(builder, worktree, out_dir)
             if tests:
-                specs = [s for s in specs if s.key in {t.key for t in tests}]
+                keys = {t.key for t in tests}
+                specs = [s for s in specs if s.key in keys]
         except KernelBuildFailed as e:
             return self._build_failed(run, e, worktree, base, out_dir)
         except (InfraError, OSError) as e:

@@ -56,12 +56,11 @@ from patchci.report.contest import (
     render_contest,
     upgrades,
 )
-from patchci.report.contest import summarise as summarise_runs
 from patchci.report.deliver import DeliveryStats, deliver_posts
 from patchci.report.patchwork import CheckPost
 from patchci.service.culprits import attributions, evidence, open_searches, run_searches
 from patchci.service.leases import holding, worker_dead, worker_id
-from patchci.service.runs import run_tests, stream_executors
+from patchci.service.runs import contest_summary, run_tests, stream_executors
 from patchci.sources.patchwork import PatchworkClient
 from patchci.trees import TreeSync
 
@@ -199,13 +198,6 @@ def cut_and_run(
 
 
 # -- verdicts and checks -------------------------------------------------------------------
-
-
-def contest_summary(results: ResultsStore, branch: str) -> ContestSummary:
-    """The branch's newest runs against the previous branch of its stream."""
-    prev = results.previous_branch(branch)
-    previous = results.branch_results(prev.name) if prev is not None else None
-    return summarise_runs(branch, results.branch_results(branch), previous)
 
 
 def series_verdict(

@@ -42,9 +42,8 @@ from patchci.executor.base import RUN_ERROR, RUN_RUNNING, RunResult, TestSpec, n
 from patchci.git import Git
 from patchci.model import Outcome
 from patchci.report.contest import REGRESSION, Attribution, failed
-from patchci.report.contest import summarise as summarise_runs
 from patchci.service.leases import holding, worker_dead, worker_id
-from patchci.service.runs import run_tests, series_tips, stream_executors
+from patchci.service.runs import contest_summary, run_tests, series_tips, stream_executors
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +65,7 @@ def open_searches(results: ResultsStore, culprits: CulpritStore, branch: str) ->
     runs = results.branch_results(branch)
     if not runs or any(r.status == RUN_RUNNING for r in runs):
         return 0
-    prev = results.previous_branch(branch)
-    previous = results.branch_results(prev.name) if prev is not None else None
-    found = summarise_runs(branch, runs, previous).of_kind(REGRESSION)
+    found = contest_summary(results, branch).of_kind(REGRESSION)
     if not found:
         return 0
     culprits.open_searches(results.branch(branch).id, [(f.executor, f.group, f.name)

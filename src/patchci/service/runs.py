@@ -1,5 +1,6 @@
 """Running a branch's tests: which executors a stream has and what they run, and one run
-of them on a worktree at a commit (a whole branch, or a culprit search's probe)."""
+of them on a worktree at a commit (a whole branch, or a culprit search's probe), and the
+verdict of a branch's newest runs against its stream's previous branch."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from patchci.config import Settings, StreamSettings
+from patchci.db.results import ResultsStore
 from patchci.errors import InfraError
 from patchci.executor.base import RUN_ERROR, Executor, RunResult, TestSpec, namify
 from patchci.executor.kernel import KernelVmExecutor, KernelVmOptions
 from patchci.executor.local import LocalExecutor
 from patchci.git import Git
+from patchci.report.contest import ContestSummary
+from patchci.report.contest import summarise as summarise_runs
 from patchci.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -106,3 +110,10 @@ def series_tips(git: Git, base: str, head: str, sizes: Sequence[int]) -> list[st
             raise InfraError(f"{head[:12]}: fewer commits on {base[:12]} than series patches")
         tips.append(commits[n - 1])
     return tips
+
+
+def contest_summary(results: ResultsStore, branch: str) -> ContestSummary:
+    """The branch's newest runs against the previous branch of its stream."""
+    prev = results.previous_branch(branch)
+    previous = results.branch_results(prev.name) if prev is not None else None
+    return summarise_runs(branch, results.branch_results(branch), previous)
