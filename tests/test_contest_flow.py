@@ -124,7 +124,8 @@ def test_contest_checks_posted_once(flow: Flow) -> None:
     assert failing == breaker and breaker
     for c in contest:
         if c.patch_id in breaker:
-            assert "foo-queues-sh (bisected: series " in (c.description or "")
+            # the subtest that broke is named: the rest of the test failed before
+            assert "foo-queues-sh [queues_16] (bisected: series " in (c.description or "")
             assert " fail (4 probes))" in (c.description or "")
         else:
             assert c.state != "fail"

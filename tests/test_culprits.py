@@ -231,7 +231,7 @@ def test_only_the_series_that_broke_the_test_reads_fail(branchy: Branchy, tmp_pa
     got = w.verdicts()
     assert got[1].state == "fail"
     first, second = search.steps[1].commit[:12], search.steps[2].commit[:12]
-    assert (f"net/check-sh (bisected: series {w.series_ids()[0]} {first} pass, series "
+    assert (f"net/check-sh [foo] (bisected: series {w.series_ids()[0]} {first} pass, series "
             f"{w.series_ids()[1]} {second} fail (3 probes))") in got[1].description  # fmt: skip
     for innocent in (0, 2):
         assert got[innocent].state == "success", got[innocent].description

@@ -109,6 +109,30 @@ def executor_notes(s: Settings) -> list[str]:
     return out
 
 
+def cmd_expectations_check(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from patchci.analysis.expectations import load
+
+    x = load(args.file)
+    today = datetime.now(UTC).date()
+    live, expired = x.live(today), x.expired(today)
+    print(f"{args.file}: ok — {len(x.entries)} entries, {len(live)} in force, "
+          f"{len(expired)} expired")  # fmt: skip
+    for m in live:
+        e = m.entry
+        scope = ", ".join(f"{k} {v}" for k, v in (("tree", e.tree), ("stream", e.stream),
+                          ("executor", e.executor), ("kernel", e.kernel)) if v)  # fmt: skip
+        sub = f" [{e.subtest}]" if e.subtest else ""
+        until = f" until {e.until}" if e.until else ""
+        print(f"  {m.index}: {e.test}{sub}: {e.outcome}{' (' + scope + ')' if scope else ''}"
+              f"{until}: {e.reason}")  # fmt: skip
+    for m in expired:
+        print(f"  warning: entry {m.index} ({m.entry.test}) expired on {m.entry.until}: it "
+              f"no longer applies; renew its `until` or delete it")  # fmt: skip
+    return EXIT_OK
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from patchci.db.migrate import current, upgrade
 
@@ -288,6 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
     cc = cfs.add_parser("check", help="validate a configuration file; exit 2 with the bad key")
     cc.add_argument("file")
     cc.set_defaults(func=cmd_config_check)
+
+    ex = sub.add_parser("expectations", help="known-failure lists ([verdicts] expectations)")
+    exs = ex.add_subparsers(dest="expectations_command", metavar="ACTION")
+    ec = exs.add_parser(
+        "check",
+        help="validate an expectations file; exit 2 naming the bad entry and key",
+        description="Each [[expect]] entry: test (group/name glob), optional subtest, tree, "
+        "stream, executor (globs) and kernel (a version range such as '>=6.1, <6.7'), outcome "
+        "(fail, skip, flaky), reason, optional link and until (a date). Lists the entries in "
+        "force and warns about expired ones.",
+    )
+    ec.add_argument("file")
+    ec.set_defaults(func=cmd_expectations_check)
 
     k = sub.add_parser("ktap", help="KTAP/TAP tools")
     ks = k.add_subparsers(dest="ktap_command", metavar="ACTION")

@@ -227,6 +227,25 @@ class SandboxConfig(_Model):
     network: bool = False
 
 
+class VerdictConfig(_Model):
+    """How a failing test is weighed before it counts against a branch (analysis.flakes,
+    analysis.expectations). The flake floor cannot go below TestClutch's: 10 results, 2
+    separate failure starts."""
+
+    expectations: str | None = None  # a TOML file of known failures
+    flaky_window: Annotated[int, Field(ge=10, le=1000)] = 30
+    flaky_min_runs: Annotated[int, Field(ge=10, le=1000)] = 10
+    flaky_min_starts: Annotated[int, Field(ge=2, le=100)] = 2
+    flaky_stable_runs: Annotated[int, Field(ge=1, le=1000)] = 10
+    flaky_alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+
+    @model_validator(mode="after")
+    def _window_holds_runs(self) -> VerdictConfig:
+        if self.flaky_min_runs > self.flaky_window:
+            raise ValueError("flaky_min_runs is more than flaky_window: nothing could be flaky")
+        return self
+
+
 class Settings(_Model):
     data_dir: str = "~/.local/share/patchci"
     database_url: str | None = None
@@ -242,6 +261,7 @@ class Settings(_Model):
     web: WebConfig = WebConfig()
     feed: FeedConfig = FeedConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    verdicts: VerdictConfig = VerdictConfig()
     # Set by load_settings: the file these settings came from (hidden from patch code).
     config_path: str | None = None
     # Set by the CLI: print each series' progress and verdict as it is checked.
@@ -397,6 +417,13 @@ def path_problems(settings: Settings) -> list[str]:
     for src in settings.sources:
         if isinstance(src, MailSource) and not Path(src.path).expanduser().exists():
             out.append(f"sources.{src.name}.path: {src.path} does not exist")
+    if settings.verdicts.expectations:
+        from patchci.analysis.expectations import load
+
+        try:
+            load(Path(settings.verdicts.expectations).expanduser())
+        except ConfigError as e:
+            out.append(f"verdicts.expectations: {e}")
     return out
 
 
@@ -483,6 +510,9 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in ("data_dir", "ccache_dir"):
         if key in out:
             out[key] = fix(out[key])
+    verdicts = out.get("verdicts")
+    if isinstance(verdicts, dict) and "expectations" in verdicts:
+        out["verdicts"] = {**verdicts, "expectations": fix(verdicts["expectations"])}
     for key in ("sources", "trees"):
         items = out.get(key)
         if isinstance(items, list):

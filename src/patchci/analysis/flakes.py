@@ -16,6 +16,7 @@ results (NIPA's flakes page "flips"), how often it failed once between two passe
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -155,3 +156,159 @@ def flakiest(table: Mapping[K, FlakeSignals], limit: int = 20) -> list[tuple[K, 
     flaky = [(k, s) for k, s in table.items() if s.flaky]
     flaky.sort(key=lambda kv: (-kv[1].retry_flakes, -kv[1].flips, -kv[1].bounces))
     return flaky[:limit]
+
+
+# -- known flaky: the statistics a verdict rests on -------------------------------------
+#
+# A test (or subtest) is *known flaky* when its recent history shows it failing and
+# passing again on its own, often enough to tell from chance: TestClutch's floor is at
+# least `min_runs` results, at least one pass and at least two separate failure starts
+# (a failure that lasts several branches is one start: that is a regression, not a flake).
+# It is *released* once it passed `stable_runs` times in a row. A known-flaky failure is a
+# warning, unless this branch made it fail more often than before: its attempts here
+# against its attempts in the window, Fisher's exact test (one-sided), at `alpha`.
+
+
+@dataclass(frozen=True)
+class FlakeRule:
+    window: int = 30  # results looked at, newest
+    min_runs: int = 10
+    min_passes: int = 1
+    min_starts: int = 2
+    stable_runs: int = 10
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True)
+class FlakeStats:
+    runs: int  # results with a pass/fail state in the window
+    failures: int  # of them, failed at the first attempt (fail, flake)
+    starts: int  # separate failure starts
+    saves: int  # failed then passed on retry
+    passing_streak: int  # passes in a row, newest back
+    attempts: int  # every attempt, retries included
+    failed_attempts: int
+    rule: FlakeRule = FlakeRule()
+
+    @property
+    def known_flaky(self) -> bool:
+        r = self.rule
+        return (
+            self.runs >= r.min_runs and self.passes >= r.min_passes
+            and self.starts >= r.min_starts and not self.released
+        )  # fmt: skip
+
+    @property
+    def passes(self) -> int:
+        """Results that passed, at the first attempt or on retry."""
+        return self.runs - self.failures + self.saves
+
+    @property
+    def released(self) -> bool:
+        """Was flaky in the window, but has been stable since."""
+        return self.starts >= self.rule.min_starts and self.passing_streak >= self.rule.stable_runs
+
+    @property
+    def rate(self) -> float:
+        return self.failures / self.runs if self.runs else 0.0
+
+    def interval(self, z: float = 1.96) -> tuple[float, float]:
+        """The failure rate's 95 % Wilson interval: how sure the rate is."""
+        return wilson(self.failures, self.runs, z)
+
+    def describe(self) -> str:
+        low, high = self.interval()
+        text = f"failed {self.failures} of the last {self.runs} runs"
+        text += f", {self.starts} separate times" if self.starts != self.failures else ""
+        text += f" (rate {low:.0%}-{high:.0%})"
+        if self.saves:
+            text += f", retry passed {self.saves}"
+        return text
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denom = 1 + z * z / n
+    return (max(0.0, (centre - spread) / denom), min(1.0, (centre + spread) / denom))
+
+
+_FAILING_STATE = re.compile("K|F+")
+
+
+def attempts_of(r: Result) -> tuple[int, int]:
+    """(failed, total) attempts of one result: the first and, when retried, the retry."""
+    if state(r) is None:
+        return (0, 0)
+    failed = int(r.outcome in _FAILING)
+    if r.retry_outcome is None:
+        return (failed, 1)
+    return (failed + int(r.retry_outcome in _FAILING or r.crashed), 2)
+
+
+def flake_stats(history: Sequence[Result], rule: FlakeRule = FlakeRule()) -> FlakeStats:
+    """The statistics of a history (oldest first) over its newest `rule.window` results."""
+    counted = [r for r in history if state(r) is not None][-rule.window :]
+    states = "".join(code(r) for r in counted).translate(_STATES)
+    failed = total = 0
+    for r in counted:
+        f, n = attempts_of(r)
+        failed += f
+        total += n
+    return FlakeStats(
+        runs=len(states),
+        failures=states.count("F") + states.count("K"),
+        starts=len(_FAILING_STATE.findall(states)),
+        saves=states.count("K"),
+        passing_streak=len(states) - len(states.rstrip("P")),
+        attempts=total,
+        failed_attempts=failed,
+        rule=rule,
+    )
+
+
+def fisher_greater(a: int, b: int, c: int, d: int) -> float:
+    """One-sided Fisher's exact test of the table [[a, b], [c, d]]: the probability of a
+    first row with at least *a* failures (of a+b) if both rows had the same failure rate."""
+    n1, k, n = a + b, a + c, a + b + c + d
+    total = math.comb(n, n1)
+    top = min(n1, k)
+    return sum(math.comb(k, x) * math.comb(n - k, n1 - x) for x in range(a, top + 1)) / total
+
+
+@dataclass(frozen=True)
+class FlakeVerdict:
+    """What the history says of one failing result: *flaky* (known flaky, failing no more
+    than it used to), *worse* (known flaky, but failing more with this branch) or *new*
+    (not known flaky). *evidence* says it in one line."""
+
+    kind: str
+    evidence: str
+    stats: FlakeStats
+    p_value: float | None = None
+
+
+KNOWN_FLAKY, WORSE, NEW = "flaky", "worse", "new"
+
+
+def judge(
+    now: Sequence[Result], history: Sequence[Result], rule: FlakeRule = FlakeRule()
+) -> FlakeVerdict:
+    """*now* (this branch's results of the test) against its *history* before it."""
+    stats = flake_stats(history, rule)
+    if not stats.known_flaky:
+        return FlakeVerdict(NEW, "", stats)
+    fa = sum(attempts_of(r)[0] for r in now)
+    na = sum(attempts_of(r)[1] for r in now)
+    p = fisher_greater(fa, na - fa, stats.failed_attempts, stats.attempts - stats.failed_attempts)
+    here = f"{fa} of {na} attempts here, {stats.failed_attempts} of {stats.attempts} before"
+    if p < rule.alpha:
+        return FlakeVerdict(WORSE, f"known flaky but failing more: {here} (Fisher p={p:.3f})",
+                            stats, p)  # fmt: skip
+    retried = any(r.retry_outcome is not None for r in now)
+    saved = any(state(r) == FLAKE for r in now)
+    tail = "; retry passed" if saved else "; retry failed" if retried else ""
+    return FlakeVerdict(KNOWN_FLAKY, f"known flaky: {stats.describe()}{tail}", stats, p)

@@ -469,6 +469,47 @@ class ResultsStore(Database):
             for r in rows
         )
 
+    def prior_results(
+        self, branch_name: str, executor: str, grp: str, name: str, limit: int = 30
+    ) -> list[TestResult]:
+        """The newest *limit* results of one test on one executor on the branches of
+        *branch_name*'s stream cut before it, oldest first, with subtests and crashes: the
+        history a verdict weighs a failure against (analysis.flakes.judge)."""
+        tc, rc, bc, sc, cc = t.tests.c, t.runs.c, t.branches.c, t.subtests.c, t.crashes.c
+        with self._read() as conn:
+            cur = conn.execute(select(bc.stream, bc.date).where(bc.name == branch_name)).first()
+            if cur is None:
+                raise NotFound(f"branch {branch_name!r}")
+            q = (
+                select(t.tests)
+                .select_from(t.tests.join(t.runs).join(t.branches))
+                .where(bc.stream == cur.stream, bc.date < cur.date, rc.executor == executor,
+                       rc.status == RUN_DONE, tc.grp == grp, tc.name == name)
+                .order_by(bc.date.desc(), rc.id.desc(), tc.id.desc())
+                .limit(limit)
+            )  # fmt: skip
+            rows = conn.execute(q).all()[::-1]
+            ids = [r.id for r in rows]
+            subs: dict[int, list[Subtest]] = {}
+            crashes: dict[int, list[CrashRef]] = {}
+            for chunk in _chunks(ids):
+                for s in conn.execute(select(t.subtests).where(sc.test_id.in_(chunk))
+                                      .order_by(sc.id)):  # fmt: skip
+                    subs.setdefault(s.test_id, []).append(
+                        Subtest(s.path, s.depth, s.name, Outcome.stored(s.outcome), s.duration,
+                                Outcome.stored_or_none(s.retry_outcome))
+                    )  # fmt: skip
+                for c in conn.execute(select(t.crashes).where(cc.test_id.in_(chunk))):
+                    crashes.setdefault(c.test_id, []).append(
+                        CrashRef(c.kind, c.fingerprint, c.title, "", bool(c.ignored))
+                    )
+        return [
+            TestResult(r.grp, r.name, Outcome.stored(r.outcome), r.duration,
+                       Outcome.stored_or_none(r.retry_outcome), r.retry_duration,
+                       tuple(subs.get(r.id, ())), tuple(crashes.get(r.id, ())))  # fmt: skip
+            for r in rows
+        ]
+
     def branch_runs(self, branch_name: str) -> list[RunRow]:
         """Every run on *branch_name*, oldest first, with test and failure counts."""
         rc, tc = t.runs.c, t.tests.c

@@ -32,6 +32,8 @@ from patchci.report.patchwork import CheckPost, one_line
 CONTEXT = "contest"
 SUCCESS, WARNING, FAIL, PENDING = "success", "warning", "fail", "pending"
 REGRESSION, KNOWN, UNVERIFIED, FLAKY = "regression", "known", "unverified", "flaky"
+# What a failure becomes once weighed against its history and the expectations file.
+KNOWN_FLAKY, EXPECTED = "known-flaky", "expected"
 # What a regression becomes for one series once attributed (see `attribute`).
 BLAMED, UPSTREAM, SEARCHING = "blamed", "upstream", "searching"
 INFRA_PREFIX = "infrastructure error: "
@@ -51,8 +53,9 @@ class Finding:
     group: str
     name: str
     kind: str  # regression | known | unverified | flaky | blamed | upstream | searching
-    outcome: Outcome
-    note: str = ""  # the evidence of an attributed regression
+    outcome: Outcome  # ... | known-flaky | expected
+    note: str = ""  # the evidence: of an attribution, a flake verdict, an expectation
+    subtests: tuple[str, ...] = ()  # the failing subtests that make it what it is
 
     @property
     def label(self) -> str:
@@ -80,6 +83,13 @@ def failed(t: TestResult) -> bool:
     return t.final.is_patch_failure or t.crashed
 
 
+def failing_subtests(t: TestResult) -> tuple[str, ...]:
+    """The paths of the subtests failing after retries, leaves only (a parent fails
+    because a child does)."""
+    bad = [s.path for s in t.subtests if (s.retry_outcome or s.outcome).is_patch_failure]
+    return tuple(p for p in bad if not any(q.startswith(p + "/") for q in bad))
+
+
 def newest_runs(runs: Iterable[RunResult]) -> dict[str, RunResult]:
     """The newest run of each executor."""
     out: dict[str, RunResult] = {}
@@ -100,12 +110,19 @@ def _classify(run: RunResult, baseline: RunResult | None) -> tuple[list[Finding]
             warnings += t.final in (Outcome.WARN, Outcome.ERROR)
             continue
         outcome = Outcome.CRASH if t.crashed else t.final
+        subs = failing_subtests(t)
         if before is None:
             kind = UNVERIFIED
         else:
             old = before.get(t.key)
             kind = KNOWN if old is not None and failed(old) else REGRESSION
-        findings.append(Finding(run.executor, t.group, t.name, kind, outcome))
+            if kind == KNOWN and old is not None and old.subtests and not t.crashed:
+                # Failing before too, but now also in subtests that did not fail then:
+                # those are a regression of their own.
+                new = tuple(p for p in subs if p not in set(failing_subtests(old)))
+                if new:
+                    kind, subs = REGRESSION, new
+        findings.append(Finding(run.executor, t.group, t.name, kind, outcome, subtests=subs))
     return findings, warnings
 
 
@@ -181,6 +198,39 @@ def attribute(
     return replace(mine, description=describe(mine))
 
 
+@dataclass(frozen=True)
+class Excuse:
+    """Why a failing test does not count against the branch: *kind* KNOWN_FLAKY (its
+    history says it fails like this now and then) or EXPECTED (the expectations file says
+    so), or REGRESSION to keep it one with *note* as its evidence (flaky, but worse)."""
+
+    kind: str
+    note: str
+
+
+def reconsider(
+    summary: ContestSummary, excuses: Mapping[tuple[str, str, str], Excuse]
+) -> ContestSummary:
+    """*summary* with each failure that has an excuse, keyed by (executor, group, name),
+    re-read as the excuse says. A crash is never excused."""
+    out = []
+    for f in summary.findings:
+        e = excuses.get((f.executor, f.group, f.name))
+        if e is None or f.outcome is Outcome.CRASH or f.kind not in _EXCUSABLE:
+            out.append(f)
+        elif e.kind == REGRESSION:
+            out.append(replace(f, note=e.note) if f.kind == REGRESSION else f)
+        else:
+            out.append(replace(f, kind=e.kind, note=e.note))
+    state = _state(out, summary.infra_errors, summary.pending, summary.warnings,
+                   summary.state != PENDING or bool(summary.tests))  # fmt: skip
+    mine = replace(summary, findings=tuple(out), state=state)
+    return replace(mine, description=describe(mine))
+
+
+_EXCUSABLE = (REGRESSION, KNOWN, UNVERIFIED, FLAKY)
+
+
 def _state(
     findings: Sequence[Finding], infra: Sequence[str], pending: Sequence[str], warnings: int,
     done: bool,
@@ -190,7 +240,7 @@ def _state(
         return FAIL
     if pending or not done or SEARCHING in kinds:
         return PENDING
-    if kinds & {KNOWN, UNVERIFIED, UPSTREAM} or infra or warnings:
+    if kinds & {KNOWN, UNVERIFIED, UPSTREAM, KNOWN_FLAKY} or infra or warnings:
         return WARNING
     return SUCCESS
 
@@ -202,6 +252,7 @@ def describe(s: ContestSummary) -> str:
         (REGRESSION, "regressions"), (SEARCHING, "regressions being bisected"),
         (BLAMED, "broken by another series"), (UPSTREAM, "failing at the base too"),
         (KNOWN, "known failures"), (UNVERIFIED, "failures without baseline"), (FLAKY, "flaky"),
+        (KNOWN_FLAKY, "known flaky"), (EXPECTED, "expected"),
     ):  # fmt: skip
         n = len(s.of_kind(kind))
         if n:
@@ -214,7 +265,8 @@ def describe(s: ContestSummary) -> str:
     regressions = s.of_kind(REGRESSION)
     if regressions:
         text += ": " + ", ".join(_noted(f) for f in regressions[:5])
-    others = [*s.of_kind(SEARCHING), *s.of_kind(BLAMED), *s.of_kind(UPSTREAM)]
+    others = [*s.of_kind(SEARCHING), *s.of_kind(BLAMED), *s.of_kind(UPSTREAM),
+              *s.of_kind(KNOWN_FLAKY)]  # fmt: skip
     if others:
         text += ("; " if regressions else ": ") + ", ".join(_noted(f) for f in others[:5])
     if s.infra_errors:
@@ -235,7 +287,9 @@ def render_contest(
 
 
 def _noted(f: Finding) -> str:
-    return f"{f.label} ({f.note})" if f.note else f.label
+    subs = ", ".join(p.rsplit("/", 1)[-1] for p in f.subtests[:3])  # the leaf: short
+    label = f.label + (f" [{subs}{', …' if len(f.subtests) > 3 else ''}]" if subs else "")
+    return f"{label} ({f.note})" if f.note else label
 
 
 def upgrades(old: ContestSummary | None, new: ContestSummary) -> bool:

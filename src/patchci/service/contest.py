@@ -201,8 +201,9 @@ def cut_and_run(
 
 
 def series_verdict(
-    results: ResultsStore, series_id: int, branch: str, cache: dict[str, ContestSummary]
-) -> ContestSummary:
+    results: ResultsStore, series_id: int, branch: str, cache: dict[str, ContestSummary],
+    settings: Settings | None = None,
+) -> ContestSummary:  # fmt: skip
     """The verdict a series' `contest` check shows once *branch* is in: NIPA's rule over the
     branches that included it, oldest first up to *branch*: a newer verdict replaces the
     kept one only when it upgrades it ("if we pass once, we pass"), so a later branch broken
@@ -213,7 +214,7 @@ def series_verdict(
 
     def summary(name: str) -> ContestSummary:
         if name not in cache:
-            cache[name] = contest_summary(results, name)
+            cache[name] = contest_summary(results, name, settings)
         return attribute(cache[name], series_id, attributions(culprits, name))
 
     kept: ContestSummary | None = None
@@ -227,15 +228,16 @@ def series_verdict(
 
 
 def contest_posts(
-    store: Store, results: ResultsStore, branch: str, target_url: str | None = None
-) -> list[tuple[int, CheckPost]]:
+    store: Store, results: ResultsStore, branch: str, target_url: str | None = None,
+    settings: Settings | None = None,
+) -> list[tuple[int, CheckPost]]:  # fmt: skip
     """One `contest` check per Patchwork patch of every series in *branch*, each with the
     series' kept verdict (`series_verdict`), which names the branch it comes from."""
     row = results.branch(branch)
     cache: dict[str, ContestSummary] = {}
     out: list[tuple[int, CheckPost]] = []
     for sid in row.series:
-        verdict = series_verdict(results, sid, branch, cache)
+        verdict = series_verdict(results, sid, branch, cache, settings)
         pids = tuple(p.pw_id for p in store.load_series(sid).patches if p.pw_id is not None)
         out += [(sid, post) for post in render_contest(verdict, [SeriesRef(sid, pids)], target_url)]
     return out
@@ -249,11 +251,12 @@ def post_contest(
     target_url: str | None = None,
     *,
     series: Collection[int] | None = None,
+    settings: Settings | None = None,
 ) -> DeliveryStats:
     """Deliver the branch's contest checks once per change (the deliveries ledger).
     *series*, when given, limits them to those series (the ones *client*'s server holds)."""
     by_series: dict[int, list[CheckPost]] = {}
-    for sid, post in contest_posts(store, results, branch, target_url):
+    for sid, post in contest_posts(store, results, branch, target_url, settings):
         if series is None or sid in series:
             by_series.setdefault(sid, []).append(post)
     total = [0, 0, 0, 0]
@@ -298,7 +301,7 @@ def resume_runs(
                         "it again", row.name, orphan.id, orphan.executor, orphan.worker)  # fmt: skip
             _rerun(store, results, settings, row, orphan.id, orphan.executor, me)
         if not any(r.status == "running" for r in results.branch_runs(row.name)):
-            open_searches(results, CulpritStore(results.engine), row.name)  # run next cycle
+            open_searches(results, CulpritStore(results.engine), row.name, settings)  # next cycle
             try:
                 _post_branch(store, results, settings, row.name, clients)
             except InfraError as e:
@@ -414,7 +417,7 @@ def _post_branch(
             log.info("branch %s: source %s is not Patchwork, contest checks of series %s "
                      "not posted", branch, source, sids)  # fmt: skip
             continue
-        stats = post_contest(store, results, client, branch, series=sids)
+        stats = post_contest(store, results, client, branch, series=sids, settings=settings)
         posted, failed = posted + stats.posted, failed + stats.failed
     log.info("branch %s: %d contest checks posted, %d failed", branch, posted, failed)
     if failed:
@@ -571,10 +574,10 @@ def _branch_now(
 ) -> int:
     done = _cut_stream(settings, ss, store, results, datetime.now(UTC))
     search_culprits(store, results, settings, {}, [done.manifest.name])
-    _show(store, results, done.manifest.name, console)
+    summary = _show(store, results, done.manifest.name, console, settings)
     if done.errors:
         return 2
-    return 1 if contest_summary(results, done.manifest.name).state == FAIL else 0
+    return 1 if summary.state == FAIL else 0
 
 
 def _names(store: Store, ids: Iterable[int]) -> dict[int, str]:
@@ -587,19 +590,22 @@ def _names(store: Store, ids: Iterable[int]) -> dict[int, str]:
     return out
 
 
-def _show(store: Store, results: ResultsStore, branch: str, console: Console) -> ContestSummary:
+def _show(
+    store: Store, results: ResultsStore, branch: str, console: Console,
+    settings: Settings | None = None,
+) -> ContestSummary:  # fmt: skip
     row = results.branch(branch)
     console.print(branch_table(row, _names(store, [*row.series, *(s for s, _ in row.left_out)])))
     for run in results.branch_results(branch):
         console.print(results_table(run))
-    summary = contest_summary(results, branch)
+    summary = contest_summary(results, branch, settings)
     console.print(Text(f"contest: {summary.state}: {summary.description}"))
     searches = CulpritStore(results.engine).searches(branch)
     if searches:
         console.print(culprit_table(searches))
         cache: dict[str, ContestSummary] = {}
         for sid in row.series:
-            v = series_verdict(results, sid, branch, cache)
+            v = series_verdict(results, sid, branch, cache, settings)
             console.print(Text(f"series {sid}: {v.state}: {v.description}"))
     return summary
 
@@ -638,11 +644,13 @@ def cmd_branch_now(settings: Settings, stream_name: str | None = None) -> int:
     return max(codes, default=0)
 
 
-def _report_cut(store: Store, results: ResultsStore, cut: StreamCut, console: Console) -> int:
+def _report_cut(
+    store: Store, results: ResultsStore, cut: StreamCut, console: Console, settings: Settings
+) -> int:
     """Print one stream's cut; the exit code it calls for (2 ours, 1 regressions, 0)."""
     state = None
     if cut.branch is not None:
-        state = _show(store, results, cut.branch, console).state
+        state = _show(store, results, cut.branch, console, settings).state
         reaped = ", ".join(cut.reaped) or "none"
         done = f"stream {cut.stream}: {cut.posted} contest checks posted; reaped: {reaped}"
         console.print(Text(done))
@@ -672,7 +680,7 @@ def cmd_branch_due(settings: Settings, stream_name: str | None = None) -> int:
         if not cuts:
             console.print(Text(f"no stream due at {now:%Y-%m-%d %H:%M} UTC"))
             return 0
-        return max(_report_cut(store, results, cut, console) for cut in cuts)
+        return max(_report_cut(store, results, cut, console, settings) for cut in cuts)
     finally:
         for client in clients.values():
             client.close()
@@ -702,7 +710,7 @@ def cmd_contest_show(settings: Settings, branch: str | None = None) -> int:
         if name is None:
             console.print("no branch with results yet (run `patchci branch --now`)")
             return 2
-        summary = _show(store, results, name, console)
+        summary = _show(store, results, name, console, settings)
     except NotFound as e:
         console.print(Text(f"not found: {e}", style="bold red"))
         return 2

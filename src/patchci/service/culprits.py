@@ -59,13 +59,15 @@ class Budget:
     hours: float = 12.0
 
 
-def open_searches(results: ResultsStore, culprits: CulpritStore, branch: str) -> int:
+def open_searches(
+    results: ResultsStore, culprits: CulpritStore, branch: str, settings: Settings | None = None
+) -> int:
     """A search per regression of *branch* once none of its runs is running; how many it
     has in all (0: nothing to search, or runs still going)."""
     runs = results.branch_results(branch)
     if not runs or any(r.status == RUN_RUNNING for r in runs):
         return 0
-    found = contest_summary(results, branch).of_kind(REGRESSION)
+    found = contest_summary(results, branch, settings).of_kind(REGRESSION)
     if not found:
         return 0
     culprits.open_searches(results.branch(branch).id, [(f.executor, f.group, f.name)
@@ -240,7 +242,7 @@ def run_searches(
     holds, a dead worker's included; {branch: its searches} for those it ran."""
     me = worker_id(store)
     for name in branches or ():
-        open_searches(results, culprits, name)
+        open_searches(results, culprits, name, settings)
     out: dict[str, list[SearchRow]] = {}
     for name in culprits.claimable(worker_dead(me)):
         row = results.branch(name)

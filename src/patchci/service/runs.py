@@ -16,7 +16,7 @@ from patchci.executor.base import RUN_ERROR, Executor, RunResult, TestSpec, nami
 from patchci.executor.kernel import KernelVmExecutor, KernelVmOptions
 from patchci.executor.local import LocalExecutor
 from patchci.git import Git
-from patchci.report.contest import ContestSummary
+from patchci.report.contest import ContestSummary, reconsider
 from patchci.report.contest import summarise as summarise_runs
 from patchci.sandbox import Sandbox
 
@@ -112,8 +112,14 @@ def series_tips(git: Git, base: str, head: str, sizes: Sequence[int]) -> list[st
     return tips
 
 
-def contest_summary(results: ResultsStore, branch: str) -> ContestSummary:
-    """The branch's newest runs against the previous branch of its stream."""
+def contest_summary(
+    results: ResultsStore, branch: str, settings: Settings | None = None
+) -> ContestSummary:
+    """The branch's newest runs against the previous branch of its stream, each failure
+    weighed against its history and the expectations file (service/verdicts.py)."""
+    from patchci.service.verdicts import excuses
+
     prev = results.previous_branch(branch)
     previous = results.branch_results(prev.name) if prev is not None else None
-    return summarise_runs(branch, results.branch_results(branch), previous)
+    summary = summarise_runs(branch, results.branch_results(branch), previous)
+    return reconsider(summary, excuses(summary, results, settings))

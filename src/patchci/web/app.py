@@ -74,6 +74,7 @@ def create_app(
     app.state.engine = engine or read_only_engine(settings.db_url)
     app.state.web = web or WebSettings.from_settings(settings)
     app.state.clock = clock
+    app.state.settings = settings  # how verdicts are weighed (expectations, flake rule)
     app.state.templates = render.make_templates()
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

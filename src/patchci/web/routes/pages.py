@@ -67,6 +67,7 @@ def series_page(request: Request, series_id: SeriesId, conn: Conn, web: Web) -> 
         checks = Outcome.stored_or_none(verdict)
         verdict = worst([contest_outcome, *([checks] if checks else [])]).value
     ctx = {"d": detail, "s": detail.series, "contest": contest, "verdict": verdict,
+           "kind_labels": KIND_LABELS,
            "contest_outcome": contest_outcome.value if contest_outcome else None,
            "searches": _searches(request, [b.name for b in detail.branches if b.included])}  # fmt: skip
     return page(request, "series.html", ctx)
@@ -79,6 +80,14 @@ def _searches(request: Request, branches: list[str]) -> list[SearchRow]:
     return [s for name in branches for s in store.searches(name)]
 
 
+# What each kind of contest finding means, as the series page says it.
+KIND_LABELS = {
+    "regression": "regression", "known": "failing on the previous branch too",
+    "unverified": "failing, no previous branch to compare with", "flaky": "flaky (retry passed)",
+    "blamed": "broken by another series", "upstream": "failing at the base too",
+    "searching": "being bisected", "known-flaky": "known flaky", "expected": "expected",
+}  # fmt: skip
+
 _PW_OUTCOME = {"success": Outcome.PASS, "warning": Outcome.WARN, "fail": Outcome.FAIL,
                "pending": Outcome.PENDING}  # fmt: skip
 
@@ -90,7 +99,7 @@ def _contest_verdict(request: Request, series_id: int) -> ContestSummary | None:
     branches = results.branches_of_series(series_id)
     if not branches:
         return None
-    return series_verdict(results, series_id, branches[-1], {})
+    return series_verdict(results, series_id, branches[-1], {}, request.app.state.settings)
 
 
 @router.get("/status", response_class=HTMLResponse)

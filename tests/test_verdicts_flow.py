@@ -1,0 +1,153 @@
+"""A failing test is weighed before it counts against a branch, on the daemon's path.
+
+Before, a test failing on a branch after passing on the previous one was a regression
+whatever its history: a test that fails one run in three sent every branch it failed on to
+a culprit search and its series to `pending`/`fail`. Now its history on that executor is
+read first (known flaky: warning, with the numbers), and the maintainer's expectations file
+(expected: no effect, naming the entry); both are shown with the verdict.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from patchci.brancher import Manifest
+from patchci.config import Settings, VerdictConfig
+from patchci.daemon import open_store, run_cycle
+from patchci.db.culprits import CulpritStore
+from patchci.db.results import ResultsStore
+from patchci.devtools.pwemu import FakePatchwork
+from patchci.executor.base import RUN_DONE, RunResult, Subtest, TestResult
+from patchci.git import Git
+from patchci.model import Outcome
+from patchci.web.app import create_app
+from tests.gitrepo import commit_file, format_patches, write
+from tests.test_contest_schedule import NOW, OFF_GRID, SOB, TESTS_DIR, settings_for
+from tests.test_daemon import SOURCE, make_client
+from tests.test_daemon import emu as emu  # the FakePatchwork fixture
+from tests.web_server import client_for
+
+OK = '#!/bin/sh\necho "TAP version 13"\necho "1..1"\necho "ok 1 works"\n'
+BAD = '#!/bin/sh\necho "TAP version 13"\necho "1..1"\necho "not ok 1 {sub}"\n'
+EXECUTOR = "local-nn"
+
+
+def _tree(root: Path) -> tuple[Git, list[bytes]]:
+    git = Git.init(root)
+    write(root, "drivers/net/a.c", "int a;\n")
+    for name, text in (("ok.sh", OK), ("wobbly.sh", BAD.format(sub="race")),
+                       ("old.sh", BAD.format(sub="needs-new-tool"))):  # fmt: skip
+        write(root, f"{TESTS_DIR}/{name}", text)
+        (root / TESTS_DIR / name).chmod(0o755)
+    git.add_all()
+    git.commit("net: import\n\n" + SOB)
+    commit_file(git, "drivers/net/a.c", "int a = 1;\n", f"a: set a\n\n{SOB}")
+    mails = format_patches(git, "HEAD~1..HEAD", prefix="PATCH net-next")
+    git.run("reset", "--quiet", "--hard", "HEAD~1")
+    return git, mails
+
+
+def _seed(results: ResultsStore, head: str, wobbly: str) -> None:
+    """30 earlier branches of the stream: wobbly-sh failing and passing on retry as *wobbly*
+    says (r: flake, p: pass), the others passing; the newest passes everything."""
+    for i, c in enumerate(wobbly):
+        when = NOW - timedelta(hours=3 * (len(wobbly) - i) + 1)
+        name = f"nn-seed-{i:02d}"
+        bid = results.save_branch(Manifest(name, "nn", when, head, {}, (), (), head, True))
+        race = Subtest("race", 1, "race", Outcome.FAIL, retry_outcome=Outcome.PASS)
+        flaky = TestResult("net", "wobbly-sh", Outcome.FAIL, retry_outcome=Outcome.PASS,
+                           subtests=(race,))  # fmt: skip
+        steady = TestResult("net", "wobbly-sh", Outcome.PASS,
+                            subtests=(Subtest("race", 1, "race", Outcome.PASS),))  # fmt: skip
+        tests = (
+            TestResult("net", "ok-sh", Outcome.PASS),
+            flaky if c == "r" else steady,
+            TestResult("net", "old-sh", Outcome.PASS),
+        )
+        results.save_run(bid, RunResult(EXECUTOR, name, when, when, RUN_DONE, tests=tests))
+
+
+@pytest.fixture
+def world(tmp_path: Path, emu: FakePatchwork) -> tuple[Settings, Git, int]:
+    git, mails = _tree(tmp_path / "tree")
+    base = settings_for(tmp_path, emu.url, git.repo,
+                        [{"name": "nn", "tree": "net-next", "tests_dir": TESTS_DIR,
+                          "retries": 1}])  # fmt: skip
+    soon = datetime.now(UTC).date() + timedelta(days=30)
+    (tmp_path / "expect.toml").write_text(f"""
+[[expect]]
+test = "net/old-*"
+executor = "local-*"
+outcome = "fail"
+reason = "needs a tool the executors do not have yet"
+link = "https://bugzilla.example.org/42"
+until = {soon}
+""")
+    settings = base.model_copy(
+        update={"verdicts": VerdictConfig(expectations=str(tmp_path / "expect.toml"))}
+    )
+    store = open_store(settings)
+    _seed(ResultsStore(store.engine), git.rev_parse("main"), "rp" * 14 + "pp")
+    pw = emu.add_series_from_mbox(mails)
+    client = make_client(emu)
+    assert run_cycle(store, settings, {SOURCE: client}, now=OFF_GRID)["checked"] == 1
+    sid = store.find_series(SOURCE, str(pw))
+    assert sid is not None
+    client.close()
+    store.close()
+    return settings, git, sid
+
+
+def test_known_flaky_and_expected_failures_do_not_fail_the_series(
+    world: tuple[Settings, Git, int], emu: FakePatchwork
+) -> None:
+    settings, git, sid = world
+    store = open_store(settings)
+    client = make_client(emu)
+    stats = run_cycle(store, settings, {SOURCE: client}, now=NOW)  # cuts, runs, posts
+    assert (stats["branches"], stats["branch_errors"]) == (1, 0)
+    contest = [c for c in emu.checks.values() if c.context == "contest"]
+    check = max(contest, key=lambda c: c.id)
+    # wobbly-sh failed both attempts here: 2 of 2, against 14 of 44 attempts before (not
+    # significantly worse), so a known flake: warning, with the numbers
+    assert check.state == "warning", check.description
+    desc = check.description or ""
+    assert "known flaky: 1" in desc and "expected: 1" in desc and "regressions" not in desc
+    assert "net/wobbly-sh [race] (race: known flaky: failed 14 of the last 30 runs" in desc
+    # no culprit search for what is not a regression
+    results = ResultsStore(store.engine)
+    (branch,) = results.branches_of_series(sid)
+    assert CulpritStore(store.engine).searches(branch) == []
+
+    with client_for(create_app(settings)) as http:
+        page = http.get(f"/series/{sid}").text
+    assert "known flaky" in page and "expected by entry 1" in page
+    client.close()
+    store.close()
+
+
+def test_without_the_history_the_same_failure_is_a_regression(
+    world: tuple[Settings, Git, int], emu: FakePatchwork, tmp_path: Path
+) -> None:
+    """The control: with the seeded history gone the flaky test is a plain regression (and
+    the expectations file removed, old-sh too), so it is the history that excused it."""
+    settings, git, sid = world
+    store = open_store(settings)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM runs WHERE branch_id IN (SELECT id FROM branches "
+                             "WHERE name < 'nn-seed-29')")  # fmt: skip
+    plain = settings.model_copy(update={"verdicts": VerdictConfig()})
+    client = make_client(emu)
+    run_cycle(store, plain, {SOURCE: client}, now=NOW)
+    check = max((c for c in emu.checks.values() if c.context == "contest"), key=lambda c: c.id)
+    assert "known flaky" not in (check.description or "")
+    # both were regressions, so both were bisected (to the base: they fail there too)
+    (branch,) = ResultsStore(store.engine).branches_of_series(sid)
+    searches = CulpritStore(store.engine).searches(branch)
+    assert sorted(s.name for s in searches) == ["old-sh", "wobbly-sh"]
+    assert {s.status for s in searches} == {"base"}
+    client.close()
+    store.close()
