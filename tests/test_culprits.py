@@ -168,14 +168,14 @@ class Branchy:
         return out
 
 
-def _tree(root: Path) -> tuple[Git, list[list[bytes]]]:
+def _tree(root: Path, check: str = CHECK) -> tuple[Git, list[list[bytes]]]:
     """A tree whose one selftest fails once drivers/net/foo.c says "broken", and three
     one-patch series: the second breaks it, the others touch other files."""
     git = Git.init(root)
     write(root, "drivers/net/foo.c", "int foo;\n")
     write(root, "drivers/net/a.c", "int a;\n")
     write(root, "drivers/net/c.c", "int c;\n")
-    write(root, f"{TESTS_DIR}/check.sh", CHECK)
+    write(root, f"{TESTS_DIR}/check.sh", check)
     (root / TESTS_DIR / "check.sh").chmod(0o755)
     git.add_all()
     git.commit("net: import\n\n" + SOB)
@@ -193,7 +193,11 @@ def _tree(root: Path) -> tuple[Git, list[list[bytes]]]:
 
 @pytest.fixture
 def branchy(tmp_path: Path, emu: FakePatchwork) -> Iterator[Branchy]:
-    git, series = _tree(tmp_path / "tree")
+    yield from _branchy(tmp_path, emu, CHECK)
+
+
+def _branchy(tmp_path: Path, emu: FakePatchwork, check: str) -> Iterator[Branchy]:
+    git, series = _tree(tmp_path / "tree", check)
     settings = settings_for(tmp_path, emu.url, git.repo,
                             [{"name": "nn", "tree": "net-next", "tests_dir": TESTS_DIR,
                               "retries": 1}])  # fmt: skip
@@ -322,3 +326,34 @@ enabled = false
     assert f"series {culprit}: fail:" in out
     for sid in innocent:
         assert f"series {sid}: success:" in out
+
+
+# The test fails at the base already (subtest "always"); the second series breaks another
+# of its subtests. Before, the branch read it as a known failure (failing on the previous
+# branch too) and nobody was told; a search judging the whole test would stop at the base.
+TWO_SUBTESTS = f"""#!/bin/sh
+echo "TAP version 13"
+echo "1..2"
+echo "not ok 1 always"
+if grep -q {BREAKS} ../../../../drivers/net/foo.c; then echo "not ok 2 foo"; else echo "ok 2 foo"; fi
+"""
+
+
+def test_a_new_failing_subtest_of_a_failing_test_is_bisected_to_its_series(
+    tmp_path: Path, emu: FakePatchwork
+) -> None:
+    for w in _branchy(tmp_path, emu, TWO_SUBTESTS):
+        settings = settings_for(tmp_path, w.emu.url, w.git.repo,
+                                [{"name": "nn", "tree": "net-next", "tests_dir": TESTS_DIR,
+                                  "retries": 1}])  # fmt: skip
+        run_cycle(w.store, settings, {SOURCE: w.client}, now=NOW)
+        results = ResultsStore(w.store.engine)
+        (branch,) = results.branches_of_series(w.series_ids()[1])
+        (search,) = CulpritStore(w.store.engine).searches(branch)
+        assert (search.status, search.culprit_series_id) == ("culprit", w.series_ids()[1])
+        # the base probe passes: the subtest that regressed passes there, "always" does not
+        assert search.steps[0].outcome == "pass" and search.steps[0].detail == "foo: pass"
+        got = w.verdicts()
+        assert got[1].state == "fail" and "net/check-sh [foo] (bisected:" in got[1].description
+        for innocent in (0, 2):
+            assert got[innocent].state != "fail", got[innocent].description

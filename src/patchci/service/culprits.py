@@ -17,7 +17,7 @@ known.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,8 +75,11 @@ def open_searches(
     return len(found)
 
 
-def probe_outcome(run: RunResult, key: tuple[str, str]) -> tuple[str, str]:
-    """What a probe says of one test: (pass | fail | unknown, why)."""
+def probe_outcome(
+    run: RunResult, key: tuple[str, str], subtests: Sequence[str] = ()
+) -> tuple[str, str]:
+    """What a probe says of one test: (pass | fail | unknown, why). With *subtests* (a
+    regression of those subtests in a test that failed before too), only they count."""
     if run.status == RUN_ERROR:
         return UNKNOWN, f"the run failed: {run.error}"
     build = next((t for t in run.tests if t.group == "build"), None)
@@ -85,6 +88,15 @@ def probe_outcome(run: RunResult, key: tuple[str, str]) -> tuple[str, str]:
     t = next((t for t in run.tests if t.key == key), None)
     if t is None:
         return UNKNOWN, "the test did not run"
+    if subtests and t.subtests and not t.crashed:
+        final = {st.path: st.retry_outcome or st.outcome for st in t.subtests}
+        seen = [p for p in subtests if p in final]
+        if not seen:
+            return UNKNOWN, "its regressed subtests did not run"
+        bad = [p for p in seen if final[p].is_patch_failure]
+        if bad:
+            return FAIL, f"{', '.join(bad[:3])}: {final[bad[0]].value}"
+        return PASS, f"{', '.join(seen[:3])}: {final[seen[0]].value}"
     if failed(t):
         return FAIL, f"{t.final.value}" + (" (kernel crash)" if t.crashed else "")
     if t.final in (Outcome.PASS, Outcome.WARN) or t.is_flake:
@@ -102,6 +114,8 @@ def search_branch(
     if not culprits.hold(branch, owner, SEARCH_LEASE, take_over=take_over):
         return culprits.searches(branch)
     row = results.branch(branch)
+    regressed = {(f.executor, f.group, f.name): f.subtests
+                 for f in contest_summary(results, branch).of_kind(REGRESSION)}  # fmt: skip
     renew = lambda: culprits.hold(branch, owner, SEARCH_LEASE)  # noqa: E731
     with holding(renew, f"bisect {branch}", SEARCH_LEASE) as lost:
         points = _points(store, row, Git(tree_path))
@@ -113,7 +127,7 @@ def search_branch(
             if step is None:
                 continue  # searches ended; look again
             ex, point, group = step
-            _probe(culprits, probe, row, points, ex, point, group, work_dir)
+            _probe(culprits, probe, row, points, ex, point, group, work_dir, regressed)
     return culprits.searches(branch)
 
 
@@ -190,6 +204,7 @@ def _span(row: BranchRow, good: int | None, bad: int) -> str:
 def _probe(
     culprits: CulpritStore, probe: Probe, row: BranchRow, points: Sequence[str], ex: str,
     point: int, group: Sequence[SearchRow], work_dir: Path,
+    regressed: Mapping[tuple[str, str, str], Sequence[str]],
 ) -> None:  # fmt: skip
     commit = points[point]
     label = f"{row.name}@{'base' if point == 0 else f'series-{row.series[point - 1]}'}"
@@ -198,7 +213,8 @@ def _probe(
     log.info("branch %s: probing %s at %s for %s", row.name, ex, label, keys)
     run = probe(ex, label, commit, keys, out)
     for s in group:
-        outcome, detail = probe_outcome(run, (s.group, s.name))
+        subs = regressed.get((s.executor, s.group, s.name), ())
+        outcome, detail = probe_outcome(run, (s.group, s.name), subs)
         sid = row.series[point - 1] if point else None
         culprits.add_step(s.id, Step(point, sid, commit, outcome, detail, run.log_dir or ""))
 
