@@ -85,6 +85,12 @@ outcome = "fail"
 reason = "needs a tool the executors do not have yet"
 link = "https://bugzilla.example.org/42"
 until = {soon}
+
+[[expect]]
+test = "net/ok-sh"
+outcome = "fail"
+reason = "was broken last month"
+until = {datetime.now(UTC).date() - timedelta(days=2)}
 """)
     settings = base.model_copy(
         update={"verdicts": VerdictConfig(expectations=str(tmp_path / "expect.toml"))}
@@ -124,7 +130,21 @@ def test_known_flaky_and_expected_failures_do_not_fail_the_series(
 
     with client_for(create_app(settings)) as http:
         page = http.get(f"/series/{sid}").text
+        flakes = http.get("/flakes?stream=nn").text
+        api = http.get("/api/v1/contest/flakes?stream=nn").json()
+        status = http.get("/status").text
+        expect = http.get("/api/v1/expectations").json()
     assert "known flaky" in page and "expected by entry 1" in page
+    assert page.count('class="finding"') == 2
+    # the flakes page lists it in quarantine, with the evidence; the API too
+    assert 'id="quarantine"' in flakes and "wobbly-sh" in flakes.split('id="quarantine"')[1]
+    (q,) = api["quarantine"]
+    assert (q["name"], q["released"]) == ("wobbly-sh", False)
+    # the newest 30: 13 seeded flakes and this branch's failure
+    assert "failed 14 of the last 30 runs (rate 30%-64%), retry passed 13" in q["evidence"]
+    # the expired entry is an alarm on the status page, and no longer applies
+    assert 'id="expect-alarm"' in status and "entry 2 (net/ok-sh" in status
+    assert [e["expired"] for e in expect["entries"]] == [False, True]
     client.close()
     store.close()
 

@@ -252,12 +252,23 @@ def attempts_of(r: Result) -> tuple[int, int]:
 def flake_stats(history: Sequence[Result], rule: FlakeRule = FlakeRule()) -> FlakeStats:
     """The statistics of a history (oldest first) over its newest `rule.window` results."""
     counted = [r for r in history if state(r) is not None][-rule.window :]
-    states = "".join(code(r) for r in counted).translate(_STATES)
     failed = total = 0
     for r in counted:
         f, n = attempts_of(r)
         failed += f
         total += n
+    return _stats("".join(code(r) for r in counted).translate(_STATES), failed, total, rule)
+
+
+def flake_stats_of_codes(codes: str, rule: FlakeRule = FlakeRule()) -> FlakeStats:
+    """The same from a history's codes (the flakes matrix row), oldest first. Codes do not
+    say whether a failure was retried: attempts count a failure once, a flake twice."""
+    states = codes.translate(_STATES)[-rule.window :]
+    k, f = states.count("K"), states.count("F")
+    return _stats(states, k + f, len(states) + k, rule)
+
+
+def _stats(states: str, failed: int, total: int, rule: FlakeRule) -> FlakeStats:
     return FlakeStats(
         runs=len(states),
         failures=states.count("F") + states.count("K"),

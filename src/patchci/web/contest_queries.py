@@ -8,7 +8,7 @@ their signals with `analysis.flakes`, so the web shows what the analysis compute
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,15 @@ from sqlalchemy import and_, case, false, func, or_, select, true, union
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from patchci.analysis.flakes import CELLS, FAIL, FLAKE, FlakeSignals, signals_of_codes
+from patchci.analysis.flakes import (
+    CELLS,
+    FAIL,
+    FLAKE,
+    FlakeRule,
+    FlakeSignals,
+    flake_stats_of_codes,
+    signals_of_codes,
+)
 from patchci.db import matrix
 from patchci.db import tables as t
 from patchci.model import OUTCOME_PRIORITY, Outcome
@@ -113,6 +121,18 @@ class MatrixRow:
 
 
 @dataclass(frozen=True)
+class Quarantined:
+    """A test whose history makes it known flaky (its failures are warnings, not
+    regressions; it still runs and is stored), or one released since: stable again."""
+
+    executor: str
+    grp: str
+    name: str
+    evidence: str
+    released: bool
+
+
+@dataclass(frozen=True)
 class FlakeMatrix:
     stream: str | None  # the filter's, else the newest branch's
     branches: list[str]  # newest first
@@ -120,6 +140,7 @@ class FlakeMatrix:
     total: int  # tests that passed the filters
     page: int
     per_page: int
+    quarantine: list[Quarantined] = field(default_factory=list)  # over every test shown
 
     @property
     def pages(self) -> int:
@@ -370,7 +391,7 @@ def _sort_key(sort: str) -> Callable[[tuple[Key, FlakeSignals]], Any]:
 
 def flake_matrix(
     conn: Connection, f: ContestFilter, min_flips: int = 0, *, sort: str = "flaky",
-    page: int = 1, per_page: int = 100,
+    page: int = 1, per_page: int = 100, rule: FlakeRule | None = None,
 ) -> FlakeMatrix:  # fmt: skip
     """Test × branch matrix of the stream's newest branches (NIPA's flakes page), from the
     derived `test_matrix`: one row per test, signals from its codes, one page of rows."""
@@ -383,7 +404,19 @@ def flake_matrix(
         MatrixRow(k[0], k[1], k[2], [CELLS.get(c) for c in reversed(codes_of[k])], sig)
         for k, sig in kept[start : start + per_page]
     ]
-    return FlakeMatrix(w.stream, w.branches, rows, len(kept), page, per_page)
+    rule = rule or FlakeRule()
+    if w.branches and len(w.branches) < rule.window:  # the rule's window, not the page's
+        wide = matrix.window(conn, f.stream, rule.window, executor=f.executor, grp=f.grp,
+                             name=f.name)  # fmt: skip
+        codes_of = {(ex, grp, name): codes for ex, grp, name, codes in wide.rows}
+    quarantine = []
+    for k, c in sorted(codes_of.items()):
+        st = flake_stats_of_codes(c, rule)
+        if st.known_flaky or st.released:
+            why = st.describe() + (f"; passed {st.passing_streak} in a row since" if st.released
+                                   else "")  # fmt: skip
+            quarantine.append(Quarantined(*k, why, st.released))
+    return FlakeMatrix(w.stream, w.branches, rows, len(kept), page, per_page, quarantine)
 
 
 def series_branches(conn: Connection, series_id: int) -> list[SeriesBranch]:

@@ -11,13 +11,15 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.engine import Connection
 
+from patchci.config import Settings
 from patchci.db import tables as t
+from patchci.errors import ConfigError
 from patchci.executor.base import RUN_DONE, RUN_ERROR, RUN_RUNNING
 
 EXPECT_FROM = 20  # an executor's expected duration is the median of this many last done runs
@@ -263,3 +265,46 @@ def contest_status(conn: Connection, now: datetime, window_s: float) -> ContestS
         running_runs=running[:RUNNING_LIMIT],
         pending_branches=pending_branches(conn, running),
     )
+
+
+@dataclass(frozen=True)
+class ExpectationView:
+    index: int
+    test: str
+    outcome: str
+    reason: str
+    link: str | None
+    until: date | None
+    expired: bool
+
+
+@dataclass(frozen=True)
+class ExpectationStatus:
+    """The expectations file as the status page shows it: an expired entry no longer
+    applies (its failures count again), which the maintainer should know."""
+
+    path: str | None
+    entries: list[ExpectationView]
+    error: str | None = None
+
+    @property
+    def expired(self) -> list[ExpectationView]:
+        return [e for e in self.entries if e.expired]
+
+
+def expectation_status(settings: Settings, today: date) -> ExpectationStatus:
+    path = settings.verdicts.expectations
+    if not path:
+        return ExpectationStatus(None, [])
+    try:
+        from patchci.service.verdicts import expectations_of
+
+        x = expectations_of(settings)
+    except ConfigError as e:
+        return ExpectationStatus(path, [], str(e))
+    old = {m.index for m in x.expired(today)}
+    return ExpectationStatus(path, [
+        ExpectationView(i, e.test + (f" [{e.subtest}]" if e.subtest else ""), e.outcome,
+                        e.reason, e.link, e.until, i in old)
+        for i, e in enumerate(x.entries, 1)
+    ])  # fmt: skip

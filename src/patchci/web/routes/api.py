@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from patchci.db.culprits import CulpritStore, SearchRow
 from patchci.db.results import ResultsStore
 from patchci.web import queries
+from patchci.web import status_queries as sq
 from patchci.web.routes.deps import (
     NAME_OR_EMPTY,
     OUTCOME_OR_EMPTY,
@@ -79,3 +80,10 @@ def api_status(conn: Conn, web: Web, now: Now) -> queries.StatusReport:
     return queries.status_report(
         conn, now, web.recent_window, web.cursor_alarm_after, web.logs_dir, web.sources
     )
+
+
+@router.get("/expectations", response_model=sq.ExpectationStatus)
+def api_expectations(request: Request, now: Now) -> sq.ExpectationStatus:
+    """The configured expectations file's entries, each marked expired or not (an expired
+    entry no longer applies); `error` when the file cannot be read."""
+    return sq.expectation_status(request.app.state.settings, now.date())

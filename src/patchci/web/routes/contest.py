@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from patchci.model import Outcome
+from patchci.service.verdicts import rule_of
 from patchci.web import contest_queries as cq
 from patchci.web.render import page
 from patchci.web.routes.deps import NAME_OR_EMPTY, OUTCOME_OR_EMPTY, TEXT, Conn, Web
@@ -138,8 +139,10 @@ def matrix_query(
 MatrixQ = Annotated[MatrixQuery, Depends(matrix_query)]
 
 
-def _flakes(conn: Conn, f: cq.ContestFilter, q: MatrixQuery) -> cq.FlakeMatrix:
-    return cq.flake_matrix(conn, f, q.min_flips, sort=q.sort, page=q.page, per_page=q.per_page)
+def _flakes(request: Request, conn: Conn, f: cq.ContestFilter, q: MatrixQuery) -> cq.FlakeMatrix:
+    rule = rule_of(request.app.state.settings.verdicts)
+    return cq.flake_matrix(conn, f, q.min_flips, sort=q.sort, page=q.page, per_page=q.per_page,
+                           rule=rule)  # fmt: skip
 
 
 def _matrix_link(f: cq.ContestFilter, q: MatrixQuery) -> str:
@@ -163,11 +166,11 @@ def _matrix_links(f: cq.ContestFilter, q: MatrixQuery, m: cq.FlakeMatrix) -> dic
 
 @pages.get("/flakes", response_class=HTMLResponse)
 def flakes_page(request: Request, conn: Conn, f: Filter, q: MatrixQ) -> HTMLResponse:
-    m = _flakes(conn, f, q)
+    m = _flakes(request, conn, f, q)
     links = _matrix_links(f, q, m)
     ctx = {
         "m": m, "f": f, "min_flips": q.min_flips, "sort": q.sort, "sorts": cq.FLAKE_SORTS,
-        "links": links, **_menus(conn),
+        "links": links, "rule": rule_of(request.app.state.settings.verdicts), **_menus(conn),
     }  # fmt: skip
     return page(request, "flakes.html", ctx)
 
@@ -183,8 +186,9 @@ def api_results(conn: Conn, web: Web, f: Filter, q: LogQ) -> cq.ResultLog:
 
 
 @api.get("/contest/flakes", response_model=cq.FlakeMatrix)
-def api_flakes(conn: Conn, f: Filter, q: MatrixQ) -> cq.FlakeMatrix:
+def api_flakes(request: Request, conn: Conn, f: Filter, q: MatrixQ) -> cq.FlakeMatrix:
     """Test × branch matrix of a stream's newest branches with flake signals, one page of
     tests sorted by `sort` (flaky: retry-flakes then flips; flips; streak: failing now,
-    longest first; name)."""
-    return _flakes(conn, f, q)
+    longest first; name). `quarantine` lists the tests known flaky by the [verdicts] rule
+    (their failures are warnings) and those released since, with the evidence."""
+    return _flakes(request, conn, f, q)

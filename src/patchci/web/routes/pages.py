@@ -14,6 +14,7 @@ from patchci.model import Outcome, worst
 from patchci.report.contest import ContestSummary
 from patchci.service.contest import series_verdict
 from patchci.web import queries
+from patchci.web import status_queries as sq
 from patchci.web.render import page
 from patchci.web.routes.deps import Conn, Filter, Now, PageNo, PerPage, SeriesId, Web
 
@@ -110,5 +111,6 @@ def status_page(request: Request, conn: Conn, web: Web, now: Now) -> HTMLRespons
     return page(
         request,
         "status.html",
-        {"r": report, "window": timedelta(seconds=web.recent_window)},
+        {"r": report, "window": timedelta(seconds=web.recent_window),
+         "expect": sq.expectation_status(request.app.state.settings, now.date())},
     )
