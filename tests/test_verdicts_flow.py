@@ -145,6 +145,25 @@ def test_known_flaky_and_expected_failures_do_not_fail_the_series(
     # the expired entry is an alarm on the status page, and no longer applies
     assert 'id="expect-alarm"' in status and "entry 2 (net/ok-sh" in status
     assert [e["expired"] for e in expect["entries"]] == [False, True]
+
+    # the branch page: its series, its runs, and what changed since the previous branch,
+    # test and subtest level, with the expectations entry that expects a change
+    with client_for(create_app(settings)) as http:
+        bpage = http.get(f"/branches/{branch}").text
+        bdiff = http.get(f"/api/v1/branches/{branch}/diff").json()
+        bapi = http.get(f"/api/v1/branches/{branch}").json()
+        missing = http.get("/api/v1/branches/no-such-branch/diff")
+    assert bdiff["previous"] == "nn-seed-29"
+    changes = {(c["name"], c["subtest"], c["kind"]): c for c in bdiff["changes"]}
+    assert set(changes) == {("wobbly-sh", "", "newly-failing"), ("wobbly-sh", "race", "newly-failing"),
+                            ("old-sh", "", "newly-failing")}  # fmt: skip
+    assert changes[("old-sh", "", "newly-failing")]["expected"].startswith("expected by entry 1")
+    assert changes[("wobbly-sh", "", "newly-failing")]["expected"] is None
+    assert bdiff["counts"]["newly-failing"] == 3
+    assert [s["series_id"] for s in bapi["series"]] == [sid] and bapi["state"] == "warning"
+    assert 'id="branch-diff"' in bpage and bpage.count('class="change-row"') == 3
+    assert f'href="/series/{sid}"' in bpage
+    assert missing.status_code == 404
     client.close()
     store.close()
 

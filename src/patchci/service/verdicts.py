@@ -91,6 +91,14 @@ class _Where:
     kernel: str | None
 
 
+def scope_of(
+    settings: Settings | None, results: ResultsStore, branch: str, executor: str
+) -> xp.Scope:
+    """Where *executor*'s results on *branch* come from, as expectations are matched."""
+    w = _where(settings, results, branch)
+    return xp.Scope(w.tree, w.stream, executor, w.kernel)
+
+
 def _where(settings: Settings | None, results: ResultsStore, branch: str) -> _Where:
     row = results.branch(branch)
     ss = next((s for s in settings.streams if s.name == row.stream), None) if settings else None

@@ -1,24 +1,30 @@
-"""Contest pages and API: the result log, the flakes matrix, one test's history."""
+"""Contest pages and API: the result log, the flakes matrix, one test branch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 
+from patchci.analysis import cidiff
+from patchci.db.store import NotFound
 from patchci.model import Outcome
 from patchci.service.verdicts import rule_of
+from patchci.web import branch_queries as bq
 from patchci.web import contest_queries as cq
 from patchci.web.render import page
-from patchci.web.routes.deps import NAME_OR_EMPTY, OUTCOME_OR_EMPTY, TEXT, Conn, Web
+from patchci.web.routes.deps import NAME_OR_EMPTY, OUTCOME_OR_EMPTY, TEXT, Conn, Now, Web
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(tags=["contest"])
 
-BRANCH_OR_EMPTY = r"^$|^[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,127}$"
+BRANCH_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,127}$"
+BRANCH_OR_EMPTY = "^$|" + BRANCH_NAME
 GROUP = r"^[A-Za-z0-9][A-Za-z0-9_.:+/\-]{0,127}$"
 GROUP_OR_EMPTY = "^$|" + GROUP
 
@@ -192,3 +198,40 @@ def api_flakes(request: Request, conn: Conn, f: Filter, q: MatrixQ) -> cq.FlakeM
     longest first; name). `quarantine` lists the tests known flaky by the [verdicts] rule
     (their failures are warnings) and those released since, with the evidence."""
     return _flakes(request, conn, f, q)
+
+
+BranchName = Annotated[str, PathParam(min_length=1, max_length=200, pattern=BRANCH_NAME)]
+
+
+def _branch(request: Request, conn: Conn, name: str, now: datetime) -> bq.BranchView:
+    try:
+        return bq.branch_view(conn, request.app.state.engine, request.app.state.settings, name,
+                              now.date())  # fmt: skip
+    except NotFound as e:
+        raise HTTPException(404, f"{e} is not in the database") from e
+
+
+@pages.get("/branches/{name}", response_class=HTMLResponse)
+def branch_page(request: Request, conn: Conn, name: BranchName, now: Now) -> HTMLResponse:
+    b = _branch(request, conn, name, now)
+    return page(request, "branch.html", {"b": b, "kinds": cidiff.KINDS})
+
+
+@api.get("/branches/{name}", response_model=bq.BranchView)
+def api_branch(request: Request, conn: Conn, name: BranchName, now: Now) -> bq.BranchView:
+    """One test branch: its series (in it, and left out with why), its runs, its contest
+    verdict with every finding and its evidence, and `diff`, what changed since the
+    stream's previous branch."""
+    return _branch(request, conn, name, now)
+
+
+@api.get("/branches/{name}/diff", response_model=bq.BranchDiff)
+def api_branch_diff(request: Request, name: BranchName, now: Now) -> bq.BranchDiff:
+    """What changed since the stream's previous branch, per executor, test and subtest:
+    newly-failing, fixed, newly-skipped, new and removed (NIPA's cidiff); `expected` names
+    the expectations entry that expects a change."""
+    try:
+        return bq.branch_diff(request.app.state.engine, request.app.state.settings, name,
+                              now.date())  # fmt: skip
+    except NotFound as e:
+        raise HTTPException(404, f"{e} is not in the database") from e
