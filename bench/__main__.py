@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 from itertools import takewhile
 
-from bench import latency, parsers, scaling, vms, web, worktrees
+from bench import latency, parsers, scaling, verdicts, vms, web, worktrees
 
 
 def main(argv: list[str]) -> int:
     benches = {"parsers": parsers.main, "scaling": scaling.main, "web": web.main,
                "worktrees": worktrees.main, "latency": latency.main,
-               "vms": vms.main}  # fmt: skip
+               "vms": vms.main, "verdicts": verdicts.main}  # fmt: skip
     # Names come first; any flags after them are the benchmark's own (web reads them).
     # vms needs a built kernel (--kernel, --kselftest): only by name
     names = list(takewhile(lambda a: not a.startswith("-"), argv)) or [

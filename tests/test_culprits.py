@@ -90,6 +90,12 @@ def test_a_test_failing_at_the_base_blames_no_series() -> None:
         ({0: PASS, 2: UNKNOWN}, 8, INCONCLUSIVE, 0, 4),  # a probe that could not tell
         ({0: PASS, 2: FAIL, 3: PASS}, 8, RUNNING, 0, 2),  # a pass above a fail: first failure
         ({0: PASS, 1: PASS, 2: FAIL}, 8, CULPRIT, 1, 2),
+        # down to the last series with only the branch run failing there: probe the head
+        ({0: PASS, 2: PASS, 3: PASS}, 8, RUNNING, 3, 4),
+        ({0: PASS, 2: PASS, 3: PASS}, 3, BUDGET, 3, 4),
+        # ... and when it passes there too, the failure did not recur: nobody is blamed
+        ({0: PASS, 2: PASS, 3: PASS, 4: PASS}, 8, INCONCLUSIVE, 3, 4),
+        ({0: PASS, 2: PASS, 3: PASS, 4: FAIL}, 8, CULPRIT, 3, 4),
     ],
 )  # fmt: skip
 def test_search_states(

@@ -4,7 +4,8 @@ Pure: the probes are run by service/culprits.py, which hands their outcomes back
 Points of a branch with n series: 0 is its base, i (1..n) the commit after series i was
 applied; n is the branch head, where the branch run saw the test fail. The base is probed
 first: a test that fails there too was broken before any series of the branch (upstream,
-or by a merged tree) and no series is blamed. Then the lowest failing point is searched
+or by a merged tree) and no series is blamed. When the search narrows down to the last
+series, the head is probed once more: the branch run's failure alone could be a flake. Then the lowest failing point is searched
 between the highest passing one below it and it; when they are adjacent, the series of the
 failing point is the culprit, with the two probes as its evidence. A probe that could not
 tell (the kernel did not build there, the VM never booted, the test did not run) ends the
@@ -45,6 +46,8 @@ def bisect(n: int, probes: Mapping[int, str], budget: int) -> Bisection:
     *probes* made so far (point → PASS/FAIL/UNKNOWN) and at most *budget* probes."""
     if n < 1:
         raise ValueError("a branch without series has nothing to bisect")
+    if probes.get(n) == PASS:  # the head, probed again, passed: the failure did not recur
+        return _bounds(INCONCLUSIVE, {**probes, n: FAIL}, n)
     known = {**probes, n: FAIL}
     if any(v == UNKNOWN for v in probes.values()):
         return _bounds(INCONCLUSIVE, known, n)
@@ -56,6 +59,12 @@ def bisect(n: int, probes: Mapping[int, str], budget: int) -> Bisection:
     state = _bounds(RUNNING, known, n)
     assert state.good is not None
     if state.bad == state.good + 1:
+        if state.bad == n and n not in probes:
+            # Only the branch run saw the head fail: probe it once more before naming the
+            # last series, or one flaky failure would blame it (every probe below passed).
+            if len(probes) >= budget:
+                return _bounds(BUDGET, known, n)
+            return Bisection(RUNNING, next_point=n, good=state.good, bad=n)
         return Bisection(CULPRIT, culprit=state.bad, good=state.good, bad=state.bad)
     if len(probes) >= budget:
         return _bounds(BUDGET, known, n)
@@ -73,5 +82,6 @@ def _bounds(status: str, known: Mapping[int, str], n: int) -> Bisection:
 
 
 def steps_needed(n: int) -> int:
-    """Probes a search over *n* series takes at most: the base, then halving n points."""
-    return 1 + max(n - 1, 0).bit_length()
+    """Probes a search over *n* series takes at most: the base, then halving n points,
+    then the head again."""
+    return 2 + max(n - 1, 0).bit_length()
