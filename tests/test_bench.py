@@ -69,3 +69,22 @@ def test_latency_bench_measures_with_and_without_a_branch_run(
     out = capsys.readouterr().out
     for label in ("no branch run", "branch run in progress"):
         assert re.search(rf"{label}\s+median\s+[\d.]+ s\s+max\s+[\d.]+ s", out), out
+
+
+def test_verdicts_bench_blames_only_with_evidence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A small history through the real daemon: culprits planted by the seed are found,
+    no series is blamed for a test that only a planted marker can break unless it planted
+    it, and no infrastructure fault is ever anyone's."""
+    from bench import verdicts
+
+    t = verdicts.simulate(14, seed=3, work=tmp_path, culprit_rate=0.3)
+    assert t.truth >= 3, "the seed plants culprits"
+    assert t.found >= 1
+    assert t.infra_blamed == 0
+    deterministic = [w for w in t.wrong if not any(f in w for f in verdicts.FLAKY)]
+    assert deterministic == []
+    verdicts.main(["--branches", "3", "--seed", "1"])
+    out = capsys.readouterr().out
+    assert "verdicts: 3 branches" in out and "precision" in out and "baseline" in out

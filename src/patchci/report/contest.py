@@ -12,6 +12,11 @@ branch of the same stream (its baseline):
   **excluded**: at most it turns success into a warning, and alone it leaves the check
   pending, with "infrastructure error: ..." in the description. It never fails the check.
 
+A failure is then weighed (`reconsider`, with the excuses service/verdicts.py finds): a
+test whose history makes it **known flaky** is a warning with the numbers; one the
+expectations file expects is **expected** and does not count. A test failing on the
+previous branch too that now fails in new subtests is a regression of those subtests.
+
 Each series of the branch then reads the regressions as its culprit search says
 (`attribute`, service/culprits.py): the series the bisection names fails, with the probes
 as evidence; every other series reads that test as "broken by series N", which does not
