@@ -363,3 +363,30 @@ def test_a_new_failing_subtest_of_a_failing_test_is_bisected_to_its_series(
         assert got[1].state == "fail" and "net/check-sh [foo] (bisected:" in got[1].description
         for innocent in (0, 2):
             assert got[innocent].state != "fail", got[innocent].description
+
+
+def test_a_posted_fail_links_to_its_evidence_and_reproducer(
+    branchy: Branchy, tmp_path: Path
+) -> None:
+    """With `[report.patchwork] web_url`, each contest check links to the series page,
+    which lists the finding with its probes and the command that runs the test again."""
+    from patchci.config import PatchworkReport, ReportConfig
+
+    w = branchy
+    base = settings_for(tmp_path, w.emu.url, w.git.repo,
+                        [{"name": "nn", "tree": "net-next", "tests_dir": TESTS_DIR,
+                          "retries": 1}])  # fmt: skip
+    web = "https://ci.example.org/patchci"
+    settings = base.model_copy(
+        update={"report": ReportConfig(patchwork=PatchworkReport(web_url=web))}
+    )
+    run_cycle(w.store, settings, {SOURCE: w.client}, now=NOW)
+    culprit = w.series_ids()[1]
+    got = w.verdicts()
+    assert got[1].state == "fail"
+    assert got[1].target_url == f"{web}/series/{culprit}#contest-findings"
+    with client_for(create_app(settings)) as http:
+        page = http.get(f"/series/{culprit}").text
+    finding = page.split('id="contest-findings"')[1].split("</ul>")[0]
+    assert 'data-kind="regression"' in finding and "bisected:" in finding
+    assert 'class="reproduce"' in finding and "check.sh" in finding

@@ -189,6 +189,8 @@ class PatchworkReport(_Model):
     context_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]*$")] = ""
     # Where check logs are published; the target_url of a check is <log_url>/<relative log path>.
     log_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    # Where `patchci serve` is reachable: a contest check links to its series page there.
+    web_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
 
 
 class ReportConfig(_Model):

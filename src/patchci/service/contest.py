@@ -238,9 +238,17 @@ def contest_posts(
     out: list[tuple[int, CheckPost]] = []
     for sid in row.series:
         verdict = series_verdict(results, sid, branch, cache, settings)
+        url = target_url or _series_url(settings, sid)
         pids = tuple(p.pw_id for p in store.load_series(sid).patches if p.pw_id is not None)
-        out += [(sid, post) for post in render_contest(verdict, [SeriesRef(sid, pids)], target_url)]
+        out += [(sid, post) for post in render_contest(verdict, [SeriesRef(sid, pids)], url)]
     return out
+
+
+def _series_url(settings: Settings | None, series_id: int) -> str | None:
+    """The series page (its contest findings, the culprit probes, the reproduce command of
+    each failing test) as the check's link, when the web UI's public URL is configured."""
+    web = settings.report.patchwork.web_url if settings is not None else None
+    return f"{web.rstrip('/')}/series/{series_id}#contest-findings" if web else None
 
 
 def post_contest(

@@ -68,10 +68,22 @@ def series_page(request: Request, series_id: SeriesId, conn: Conn, web: Web) -> 
         checks = Outcome.stored_or_none(verdict)
         verdict = worst([contest_outcome, *([checks] if checks else [])]).value
     ctx = {"d": detail, "s": detail.series, "contest": contest, "verdict": verdict,
-           "kind_labels": KIND_LABELS,
+           "kind_labels": KIND_LABELS, "repro": _reproducers(request, contest),
            "contest_outcome": contest_outcome.value if contest_outcome else None,
            "searches": _searches(request, [b.name for b in detail.branches if b.included])}  # fmt: skip
     return page(request, "series.html", ctx)
+
+
+def _reproducers(request: Request, contest: ContestSummary | None) -> dict[str, str]:
+    """"executor|group|name" → how to run that failing test again (the run's command)."""
+    if contest is None or not contest.findings:
+        return {}
+    out = {}
+    for run in ResultsStore(request.app.state.engine).branch_results(contest.branch):
+        for t in run.tests:
+            if t.reproduce or run.reproduce:
+                out[f"{run.executor}|{t.group}|{t.name}"] = t.reproduce or run.reproduce
+    return out
 
 
 def _searches(request: Request, branches: list[str]) -> list[SearchRow]:
