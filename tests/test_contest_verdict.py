@@ -68,3 +68,20 @@ def test_a_branch_without_the_series_is_not_counted(rs: ResultsStore) -> None:
     verdict = series_verdict(rs, 7, third, {})
     assert verdict.state == SUCCESS and verdict.branch == first
     assert replace(verdict, description="").tests == 1
+
+
+def test_an_error_run_on_the_previous_branch_does_not_take_the_baseline(rs: ResultsStore) -> None:
+    """The previous branch's run failed (ours): the branch after it is compared with the
+    branch before, so a test that broke is still a regression. Before, it was 'failing
+    without baseline', a warning, and never bisected."""
+    from patchci.executor.base import RUN_ERROR
+    from patchci.report.contest import REGRESSION
+    from patchci.service.runs import contest_summary
+
+    branch(rs, 0, (7,), P, P)
+    m = manifest(1, series=(7,))
+    bid = rs.save_branch(m)
+    rs.save_run(bid, replace(run(m.name, "vm1"), status=RUN_ERROR, error="VM never booted"))
+    broken = branch(rs, 2, (7, 8), P, F)
+    s = contest_summary(rs, broken)
+    assert [(f.name, f.kind) for f in s.findings] == [("t1.sh", REGRESSION)]

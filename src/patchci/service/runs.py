@@ -5,14 +5,14 @@ verdict of a branch's newest runs against its stream's previous branch."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from patchci.config import Settings, StreamSettings
 from patchci.db.results import ResultsStore
 from patchci.errors import InfraError
-from patchci.executor.base import RUN_ERROR, Executor, RunResult, TestSpec, namify
+from patchci.executor.base import RUN_DONE, RUN_ERROR, Executor, RunResult, TestSpec, namify
 from patchci.executor.kernel import KernelVmExecutor, KernelVmOptions
 from patchci.executor.local import LocalExecutor
 from patchci.git import Git
@@ -119,7 +119,34 @@ def contest_summary(
     weighed against its history and the expectations file (service/verdicts.py)."""
     from patchci.service.verdicts import excuses
 
-    prev = results.previous_branch(branch)
-    previous = results.branch_results(prev.name) if prev is not None else None
-    summary = summarise_runs(branch, results.branch_results(branch), previous)
+    runs = results.branch_results(branch)
+    previous = baseline_runs(results, branch, {r.executor for r in runs})
+    summary = summarise_runs(branch, runs, previous)
     return reconsider(summary, excuses(summary, results, settings))
+
+
+def baseline_runs(
+    results: ResultsStore, branch: str, executors: Collection[str], depth: int = 5
+) -> list[RunResult] | None:
+    """What *branch*'s runs are compared with: per executor, the newest finished run on
+    the nearest earlier branch of the stream that has one (up to *depth* branches back),
+    so one infrastructure error on the previous branch does not leave the next one without
+    a baseline. None when the stream has no earlier branch."""
+    prev = results.previous_branch(branch)
+    if prev is None:
+        return None
+    found: dict[str, RunResult] = {}
+    for _ in range(depth):
+        here: dict[str, RunResult] = {}
+        for r in sorted(results.branch_results(prev.name), key=lambda r: r.started):
+            if r.status == RUN_DONE:
+                here[r.executor] = r
+        for ex, r in here.items():
+            found.setdefault(ex, r)
+        if set(executors) <= found.keys():
+            break
+        nxt = results.previous_branch(prev.name)
+        if nxt is None:
+            break
+        prev = nxt
+    return list(found.values())

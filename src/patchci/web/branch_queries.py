@@ -14,7 +14,7 @@ from patchci.config import Settings
 from patchci.db.results import ResultsStore, RunRow
 from patchci.model import Outcome
 from patchci.report.contest import Finding
-from patchci.service.runs import contest_summary
+from patchci.service.runs import baseline_runs, contest_summary
 from patchci.service.verdicts import expectations_of, scope_of
 from patchci.web.contest_queries import BranchSeries, branch_series
 
@@ -35,6 +35,7 @@ class ChangeView:
 class BranchDiff:
     branch: str
     previous: str | None  # None: the stream's first branch, nothing to compare with
+    # (an executor whose run there failed is compared with its run on an earlier branch)
     counts: dict[str, int]
     changes: list[ChangeView]
 
@@ -63,7 +64,9 @@ def branch_diff(engine: Engine, settings: Settings, name: str, today: date) -> B
     prev = results.previous_branch(name)
     if prev is None:
         return BranchDiff(name, None, cidiff.counts([]), [])
-    changes = cidiff.diff(results.branch_results(prev.name), results.branch_results(name))
+    runs = results.branch_results(name)
+    before = baseline_runs(results, name, {r.executor for r in runs}) or []
+    changes = cidiff.diff(before, runs)
     expect = expectations_of(settings)
     scopes = {}
     views = []
