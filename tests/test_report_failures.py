@@ -46,6 +46,16 @@ def test_failed_posts_are_counted_and_exit_2(
 
     assert rc == 2, out + err
     assert "0 checks posted, 5 posts failed" in out
+    # ... and the status page and /metrics say so too, until they are posted
+    from patchci.config import load_settings
+    from patchci.web.app import create_app
+    from tests.web_server import client_for
+
+    with client_for(create_app(load_settings(cfg))) as http:
+        metrics = http.get("/metrics").text
+        status = http.get("/status").text
+    assert f'patchci_checks_undelivered{{target="patchwork:{emu.url}"}} 5' in metrics
+    assert "403" in status
 
 
 def test_an_unset_token_is_said_at_start_and_not_blamed_on_the_account(

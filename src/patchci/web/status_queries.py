@@ -308,3 +308,15 @@ def expectation_status(settings: Settings, today: date) -> ExpectationStatus:
                         e.reason, e.link, e.until, i in old)
         for i, e in enumerate(x.entries, 1)
     ])  # fmt: skip
+
+
+def undelivered(conn: Connection) -> dict[str, int]:
+    """Per target, the checks whose newest delivery attempt failed (not posted since)."""
+    dc = t.deliveries.c
+    newest = select(func.max(dc.id)).group_by(dc.target, dc.patch_pw_id, dc.context)
+    q = (
+        select(dc.target, func.count())
+        .where(dc.id.in_(newest), dc.status == "failed")
+        .group_by(dc.target)
+    )
+    return {str(target): int(n) for target, n in conn.execute(q)}

@@ -41,6 +41,7 @@ def render_metrics(
     results: Mapping[str, int],
     sources: Iterable[queries.SourceStatus],
     executors: Iterable[sq.ExecutorStatus] = (),
+    undelivered: Mapping[str, int] | None = None,
 ) -> str:
     """The exposition text; pure, so tests can pin the format."""
     sources = list(sources)
@@ -72,6 +73,11 @@ def render_metrics(
             "patchci_runs_running", "Contest runs in progress.",
             sum(e.running for e in executors),
         ),
+        *_family(
+            "patchci_checks_undelivered", "gauge",
+            "Checks whose newest post failed (retried each cycle), by target.", "target",
+            undelivered or {},
+        ),
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -87,5 +93,6 @@ def metrics(conn: Conn, web: Web, now: Now) -> PlainTextResponse:
         queries.results_by_outcome(conn),
         sources,
         sq.executor_status(conn, now, web.recent_window),
+        sq.undelivered(conn),
     )
     return PlainTextResponse(text, media_type=CONTENT_TYPE)
