@@ -78,3 +78,25 @@ def test_an_unset_token_is_said_at_start_and_not_blamed_on_the_account(
     errors = [e for (e,) in db.execute("select error from deliveries where status='failed'")]
     assert errors and all("no token was sent" in e for e in errors)
     assert not any("maintainer" in e for e in errors)
+
+
+def test_tree_selection_checks_link_to_a_log_of_the_routing_decision(
+    tmp_path: Path, emu: FakePatchwork, demo: Demo
+) -> None:
+    """Every other check linked to its log; tree_selection carried no link at all."""
+    pw = emu.add_series_from_mbox(demo.samples[NET_FIX].mbox)
+    cfg = _config(tmp_path, emu, demo)
+    with cfg.open("a") as f:
+        f.write('[report.patchwork]\nlog_url = "https://ci.example.org/patchci/logs"\n')
+
+    rc, out, err = _run(cfg, emu.token)
+    assert rc in (0, 1), out + err
+
+    (pid, _), *_ = emu.series_patches(pw)
+    (check,) = [c for c in emu.checks_for(pid) if c.context == "tree_selection"]
+    assert check.target_url is not None
+    assert check.target_url.startswith("https://ci.example.org/patchci/logs/series-")
+    assert check.target_url.endswith("/tree_selection.log")
+    rel = check.target_url.removeprefix("https://ci.example.org/patchci/logs/")
+    text = (tmp_path / "data" / "logs" / rel).read_text()
+    assert "decision: net by tags" in text and "trees configured:" in text

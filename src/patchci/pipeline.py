@@ -53,9 +53,25 @@ class SeriesVerdict:
         return worst((r.outcome for r in self.results), default=Outcome.PASS)
 
 
-def _tree_selection(route: Route, duration: float) -> CheckResult:
+def _tree_selection(
+    route: Route, duration: float, series: Series, trees: Sequence[Tree], log_dir: Path
+) -> CheckResult:
+    """The routing decision, with a log that says how it was reached (the check's link)."""
     outcome = Outcome.PASS if route.tree else Outcome.WARN
-    return CheckResult("tree_selection", outcome, route.reason, duration=duration)
+    lines = [f"series: {series.key} ({series.name})", *(f"subject: {x}" for x in series.subjects),
+             f"decision: {route.tree or 'no tree'} by {route.method}"
+             f"{' (guessed)' if route.guessed else ''}", f"reason: {route.reason}",
+             "trees configured:"]  # fmt: skip
+    lines += [f"  {t.name}: tags {', '.join(t.tags) or t.name}; paths {', '.join(t.paths) or '-'}"
+              for t in trees]  # fmt: skip
+    path = log_dir / "tree_selection.log"
+    try:
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as e:  # the decision stands without its log
+        log.warning("series %s: cannot write %s: %s", series.key, path, e)
+        return CheckResult("tree_selection", outcome, route.reason, duration=duration)
+    return CheckResult("tree_selection", outcome, route.reason, duration=duration,
+                       log_path=str(path))  # fmt: skip
 
 
 def _applies_probe(series: Series, workdir: Path, ws: Workspace) -> Callable[[Tree], bool]:
@@ -98,7 +114,9 @@ def check_series(
         route = Route(None, f"could not route (infrastructure): {e}", "none", False)
         err = CheckResult("apply", Outcome.ERROR, f"infrastructure error (not the patch): {e}")
         return SeriesVerdict(route, None, (err,))
-    results: list[CheckResult] = [_tree_selection(route, time.monotonic() - t0)]
+    results: list[CheckResult] = [
+        _tree_selection(route, time.monotonic() - t0, series, trees, log_dir)
+    ]
     tree = next((t for t in trees if t.name == route.tree), None)
     log.info("series %s: tree_selection %s (%s)", series.key, route.tree, route.reason)
     if tree is None:
