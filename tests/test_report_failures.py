@@ -100,3 +100,9 @@ def test_tree_selection_checks_link_to_a_log_of_the_routing_decision(
     rel = check.target_url.removeprefix("https://ci.example.org/patchci/logs/")
     text = (tmp_path / "data" / "logs" / rel).read_text()
     assert "decision: net by tags" in text and "trees configured:" in text
+    # a check's log names the Patchwork series and the folder it is in (named by our id)
+    (sob,) = [c for c in emu.checks_for(pid) if c.context == "signed_off_by"]
+    assert sob.target_url is not None
+    rel = sob.target_url.removeprefix("https://ci.example.org/patchci/logs/")
+    head = (tmp_path / "data" / "logs" / rel).read_text().splitlines()[1]
+    assert head == f"series: {pw} on {SOURCE} (patchci's logs: {'/'.join(rel.split('/')[:2])})"

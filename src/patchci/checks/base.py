@@ -216,7 +216,8 @@ def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     duration = time.monotonic() - start
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(
-        f"check: {check.name}\nseries: {ctx.series.key}\nscope: {where}\n"
+        f"check: {check.name}\nseries: {ctx.series.key} on {ctx.series.source} "
+        f"(patchci's logs: {'/'.join(ctx.log_dir.parts[-2:])})\nscope: {where}\n"
         f"outcome: {verdict.outcome.value}\ndescription: {verdict.description}\n"
         f"duration: {duration:.2f}s\n\n{verdict.log}",
         encoding="utf-8",
