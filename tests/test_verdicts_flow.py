@@ -164,6 +164,12 @@ def test_known_flaky_and_expected_failures_do_not_fail_the_series(
     assert 'id="branch-diff"' in bpage and bpage.count('class="change-row"') == 3
     assert f'href="/series/{sid}"' in bpage
     assert missing.status_code == 404
+    with client_for(create_app(settings)) as http:
+        listed = http.get("/api/v1/branches", params={"stream": "nn", "limit": 3}).json()
+        index = http.get("/branches").text
+    assert [b["name"] for b in listed] == [branch, "nn-seed-29", "nn-seed-28"]
+    assert (listed[0]["series"], listed[0]["runs"], listed[0]["run_errors"]) == (1, 1, 0)
+    assert f'href="/branches/{branch}"' in index
     client.close()
     store.close()
 
@@ -190,3 +196,27 @@ def test_without_the_history_the_same_failure_is_a_regression(
     assert {s.status for s in searches} == {"base"}
     client.close()
     store.close()
+
+
+def test_a_test_that_flaked_on_every_branch_is_on_the_default_flakes_page(
+    tmp_path: Path,
+) -> None:
+    """It never flips (the same state each time), so the default one-flip filter hid the
+    flakiest test of all (the demo's foo-link showed only with min_flips=0)."""
+    from patchci.config import build_settings
+
+    settings = build_settings({"data_dir": str(tmp_path / "data")}, env={})
+    store = open_store(settings)
+    results = ResultsStore(store.engine)
+    for i in range(4):
+        when = NOW - timedelta(hours=3 * (4 - i))
+        name = f"nn-flaky-{i}"
+        bid = results.save_branch(Manifest(name, "nn", when, "a" * 40, {}, (), (), "b" * 40, True))
+        tests = (TestResult("net", "always-flaky", Outcome.FAIL, retry_outcome=Outcome.PASS),
+                 TestResult("net", "steady", Outcome.PASS))  # fmt: skip
+        results.save_run(bid, RunResult(EXECUTOR, name, when, when, RUN_DONE, tests=tests))
+    store.close()
+    with client_for(create_app(settings)) as http:
+        m = http.get("/api/v1/contest/flakes", params={"stream": "nn"}).json()
+    assert [r["name"] for r in m["rows"]] == ["always-flaky"]
+    assert m["rows"][0]["signals"]["flips"] == 0

@@ -7,10 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from patchci.analysis import cidiff
 from patchci.config import Settings
+from patchci.db import tables as t
 from patchci.db.results import ResultsStore, RunRow
 from patchci.model import Outcome
 from patchci.report.contest import Finding
@@ -95,3 +97,38 @@ def branch_view(
                       summary.state, summary.description, list(summary.findings),
                       branch_series(conn, name), results.branch_runs(name), d,
                       list(summary.infra_errors))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BranchItem:
+    name: str
+    stream: str
+    date: datetime
+    series: int  # in it
+    left_out: int
+    runs: int
+    running: int
+    run_errors: int  # ours: not the series' fault
+
+
+def list_branches(conn: Connection, stream: str | None, limit: int) -> list[BranchItem]:
+    """Test branches newest first (of one stream), with their series and run counts."""
+    bc, bs, rc = t.branches.c, t.branch_series.c, t.runs.c
+    q = select(bc.id, bc.name, bc.stream, bc.date).order_by(bc.date.desc(), bc.id.desc())
+    if stream:
+        q = q.where(bc.stream == stream)
+    rows = conn.execute(q.limit(limit)).all()
+    ids = [r.id for r in rows]
+    series: dict[int, tuple[int, int]] = {}
+    runs: dict[int, tuple[int, int, int]] = {}
+    if ids:
+        sq = select(bs.branch_id, func.count().filter(bs.included),
+                    func.count().filter(~bs.included)).where(bs.branch_id.in_(ids)) \
+            .group_by(bs.branch_id)  # fmt: skip
+        series = {b: (int(i), int(o)) for b, i, o in conn.execute(sq)}
+        rq = select(rc.branch_id, func.count(), func.count().filter(rc.status == "running"),
+                    func.count().filter(rc.status == "error")).where(rc.branch_id.in_(ids)) \
+            .group_by(rc.branch_id)  # fmt: skip
+        runs = {b: (int(n), int(r), int(e)) for b, n, r, e in conn.execute(rq)}
+    return [BranchItem(r.name, r.stream, r.date, *series.get(r.id, (0, 0)),
+                       *runs.get(r.id, (0, 0, 0))) for r in rows]  # fmt: skip

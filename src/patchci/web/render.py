@@ -21,6 +21,7 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 NAV: tuple[tuple[str, str], ...] = (
     ("Series", "/series"),
     ("Contest", "/contest"),
+    ("Branches", "/branches"),
     ("Flakes", "/flakes"),
     ("Status", "/status"),
     ("API", "/api/v1/openapi.json"),

@@ -201,6 +201,23 @@ def api_flakes(request: Request, conn: Conn, f: Filter, q: MatrixQ) -> cq.FlakeM
 
 
 BranchName = Annotated[str, PathParam(min_length=1, max_length=200, pattern=BRANCH_NAME)]
+StreamQ = Annotated[str | None, Query(max_length=64, pattern=NAME_OR_EMPTY)]
+LimitQ = Annotated[int, Query(ge=1, le=1000)]
+
+
+@pages.get("/branches", response_class=HTMLResponse)
+def branches_page(
+    request: Request, conn: Conn, stream: StreamQ = None, limit: LimitQ = 100
+) -> HTMLResponse:
+    items = bq.list_branches(conn, stream or None, limit)
+    return page(request, "branches.html", {"items": items, "stream": stream or None})
+
+
+@api.get("/branches", response_model=list[bq.BranchItem])
+def api_branches(conn: Conn, stream: StreamQ = None, limit: LimitQ = 100) -> list[bq.BranchItem]:
+    """Test branches, newest first (of one `stream`), with how many series they took in and
+    left out and their runs (running, and error runs: ours, not the series' fault)."""
+    return bq.list_branches(conn, stream or None, limit)
 
 
 def _branch(request: Request, conn: Conn, name: str, now: datetime) -> bq.BranchView:
