@@ -106,3 +106,30 @@ def test_tree_selection_checks_link_to_a_log_of_the_routing_decision(
     rel = sob.target_url.removeprefix("https://ci.example.org/patchci/logs/")
     head = (tmp_path / "data" / "logs" / rel).read_text().splitlines()[1]
     assert head == f"series: {pw} on {SOURCE} (patchci's logs: {'/'.join(rel.split('/')[:2])})"
+
+
+def test_requeue_checks_a_series_again_and_posts_only_what_changed(
+    tmp_path: Path, emu: FakePatchwork, demo: Demo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NIPA re-queues a series by hand through its local socket; patchci had no way to."""
+    from patchci.cli import main
+
+    emu.add_series_from_mbox(demo.samples[NET_FIX].mbox)
+    cfg = _config(tmp_path, emu, demo)
+    rc, out, err = _run(cfg, emu.token)
+    assert rc in (0, 1), out + err
+    posted = len(emu.checks)
+    db = tmp_path / "data" / "patchci.db"
+    jobs = lambda: sqlite3.connect(db).execute(  # noqa: E731
+        "select count(*) from jobs where kind='checks'").fetchone()[0]  # fmt: skip
+    assert jobs() == 1
+
+    assert main(["-c", str(cfg), "requeue", "1"]) == 0
+    assert "series 1: requeued (was reported)" in capsys.readouterr().out
+    rc, out, err = _run(cfg, emu.token)
+    assert rc in (0, 1), out + err
+    assert jobs() == 2  # checked again
+    assert len(emu.checks) == posted  # the same results: nothing posted twice
+
+    assert main(["-c", str(cfg), "requeue", "1", "42"]) == 2
+    assert "series 42 is not in the database" in capsys.readouterr().err

@@ -168,6 +168,12 @@ def cmd_process(args: argparse.Namespace) -> int:
     return run_process(_settings(args, progress=True))
 
 
+def cmd_requeue(args: argparse.Namespace) -> int:
+    from patchci.daemon import requeue
+
+    return requeue(_settings(args), args.ids)
+
+
 def cmd_series(args: argparse.Namespace) -> int:
     from patchci.daemon import show_series
 
@@ -297,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     sv.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
     sv.set_defaults(func=cmd_serve)
+
+    rq = sub.add_parser(
+        "requeue", help="check stored series again (after fixing a tree, a check, a tool)",
+        description="Each series goes back to `new`: the next `patchci ingest` or `patchci "
+        "process` checks it again and posts only what changed. A series a worker holds now, "
+        "or one that cannot be checked (malformed, incomplete), is left as it is (exit 2).",
+    )  # fmt: skip
+    rq.add_argument("ids", type=int, nargs="+", metavar="ID", help="our series id (`patchci series`)")
+    rq.set_defaults(func=cmd_requeue)
 
     sr = sub.add_parser("series", help="list stored series, or show one with its check results")
     sr.add_argument("id", nargs="?", type=int, help="series id (omit to list)")

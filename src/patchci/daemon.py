@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import FrameType
 from typing import IO
@@ -336,6 +337,33 @@ def run_process(settings: Settings) -> int:
     posted = (leftovers + delivered).posted
     print(f"process: {n} series checked, {posted} checks posted")
     return 0
+
+
+def requeue(settings: Settings, series_ids: Sequence[int]) -> int:
+    """`patchci requeue ID...`: check stored series again (NIPA's local socket does the
+    same), e.g. after fixing a tree or a check. One a worker holds right now, or that
+    cannot be checked (malformed, incomplete), is left as it is and said why: exit 2."""
+    from patchci.model import CHECKING, INCOMPLETE, MALFORMED, NEW, REPORTING
+
+    store = open_store(settings)
+    code = 0
+    for sid in series_ids:
+        row = store.series_row(sid)  # NotFound: "series N is not in the database", exit 2
+        why = {
+            CHECKING: "a worker is checking it now",
+            REPORTING: "a worker is posting its results now",
+            MALFORMED: f"its mail does not parse ({row.state_reason}): nothing to check",
+            INCOMPLETE: f"it is incomplete ({row.state_reason}): it is checked once complete",
+        }.get(row.state)
+        if why is not None:
+            print(f"series {sid}: not requeued: {why}", file=sys.stderr)
+            code = 2
+            continue
+        store.set_series_state(sid, NEW, f"requeued by hand (was {row.state})")
+        print(f"series {sid}: requeued (was {row.state}); the next `patchci ingest` or "
+              "`patchci process` checks it again and posts what changed")  # fmt: skip
+    store.close()
+    return code
 
 
 def show_series(settings: Settings, series_id: int | None) -> int:
