@@ -154,6 +154,14 @@ KINDS: tuple[Kind, ...] = (
         continues=frozenset({"oops", "bug"}),
     ),
     _k(
+        "irq_nobody_cared",
+        r"^irq \d+: nobody cared\b",
+        "an interrupt no handler claimed (the line is then disabled: a device stops working)",
+        rank=3,
+        end=re.compile(r"^Disabling IRQ #\d+"),
+        tail=12,
+    ),
+    _k(
         "panic",
         r"^Kernel panic - not syncing: ",
         "Kernel panic",
@@ -218,10 +226,13 @@ DEFAULT_SKIP: tuple[str, ...] = (
     "watchdog_timer_fn", "watchdog_overflow_callback", "__perf_event_overflow",
     "perf_event_overflow", "perf_event_nmi_handler", "nmi_handle", "default_do_nmi",
     "exc_nmi", "end_repeat_nmi", "handle_pmi_common", "intel_pmu_handle_irq", "amd_pmu_",
-    "x86_pmu_handle_irq",
+    "x86_pmu_handle_irq", "__x86_indirect_thunk", "__x86_return_thunk", "srso_return_thunk",
+    "__report_bad_irq", "note_interrupt", "handle_irq_event", "__handle_irq_event_percpu",
+    "handle_fasteoi_irq", "handle_edge_irq", "handle_level_irq", "__common_interrupt",
     # the idle loop (a splat in an interrupt that hit an idle CPU)
     "default_idle", "do_idle", "cpu_startup_entry", "start_secondary", "secondary_startup",
-    "arch_cpu_idle", "cpuidle_", "acpi_idle", "rest_init", "start_kernel",
+    "arch_cpu_idle", "cpuidle_", "acpi_idle", "rest_init", "arch_call_rest_init",
+    "start_kernel",
     # syscall entry, kernel threads, workqueues, KUnit harness
     "do_syscall_64", "do_syscall_x64", "do_int80_syscall_32", "__do_fast_syscall_32",
     "do_fast_syscall_32", "entry_SYSCALL", "entry_SYSENTER", "entry_INT80", "syscall_exit",
@@ -346,6 +357,11 @@ _RIP_RE = re.compile(
 _TRACE_START_RE = re.compile(r"^\s*(?:Call [Tt]race|backtrace(?: \(crc [0-9a-f]+\))?)\s*:\s*$")
 _STACK_MARK_RE = re.compile(r"^\s*</?(?:TASK|IRQ|NMI|SOFTIRQ|#DF|EOE|EOI)>\s*$")
 _TASK_END_RE = re.compile(r"^\s*</TASK>\s*$")
+_IRQ_END_RE = re.compile(r"^\s*</(?:IRQ|NMI|SOFTIRQ)>\s*$")
+# Printed just before a "cut here" line by the check that fails: part of the splat.
+_DIAGNOSIS_RE = re.compile(r"^list_(?:add|del)(?:_valid)? corruption\b")
+# The handlers an unclaimed interrupt has ("[<00000000a1b2c3d4>] e1000_intr [e1000]").
+_HANDLER_RE = re.compile(r"^\[<[0-9a-f]+>\] ([A-Za-z_][\w.]*)")
 _ADDR_ONLY_RE = re.compile(r"^\s*(?:\?\s*)?(?:\[<[0-9a-f]+>\]\s*)?0x[0-9a-f]+\s*$")
 _REGS_RE = re.compile(r"^\s*(?:[A-Z][A-Z0-9_]{1,7}:|Code:|pc :|lr :|sp :|x\d+\s*:)")
 _END_RE = re.compile(r"^---\[ end (?:trace|Kernel panic)\b")
@@ -466,6 +482,11 @@ class _Block:
     frames: list[Frame] = field(default_factory=list)
     rip: Frame | None = None  # printed before the trace: where the splat fired
     seen_frame: bool = False
+    # Frames up to the </IRQ> (</NMI>, </SOFTIRQ>) of a splat raised in an interrupt, when
+    # that part names functions of its own: the rest is the interrupted context (the idle
+    # loop, some user task), which must not change the fingerprint. A stall's IRQ part is
+    # only the detector (all skipped): then the interrupted context is the bug.
+    irq_frames: int | None = None
     pending: list[str] = field(default_factory=list)  # may or may not belong to the splat
     misses: int = 0
 
@@ -564,6 +585,8 @@ class CrashDetector:
         # Keep the "cut here" marker and the WARN message printed between it and the title.
         for i in range(len(recent) - 1, -1, -1):
             if _CUT_RE.match(recent[i][2]):
+                if i > 0 and _DIAGNOSIS_RE.match(recent[i - 1][2]):
+                    i -= 1
                 lines = [r[1] for r in recent[i:]] + [raw]
                 start = recent[i][0]
                 break
@@ -584,13 +607,13 @@ class CrashDetector:
                 return False
             return len(blk.lines) > blk.kind.header_limit
         if blk.phase == _TRACE:
-            self._trace_line(blk, raw, msg)
+            self._trace_line(blk, raw, msg, self._config)
             return False
         blk.pending.append(raw)
         return len(blk.pending) > blk.kind.tail
 
     @staticmethod
-    def _trace_line(blk: _Block, raw: str, msg: str) -> None:
+    def _trace_line(blk: _Block, raw: str, msg: str, config: CrashConfig) -> None:
         frame = parse_frame(msg, decoded=True)
         rip = None if frame is not None else _parse_rip(msg)
         neutral = bool(
@@ -611,6 +634,9 @@ class CrashDetector:
         blk.pending.clear()
         blk.lines.append(raw)
         blk.misses = 0
+        if (_IRQ_END_RE.match(msg) and blk.irq_frames is None
+                and meaningful_frames([f.func for f in blk.frames], config)):  # fmt: skip
+            blk.irq_frames = len(blk.frames)
         if frame is not None:
             blk.seen_frame = True
             if not frame.unreliable:
@@ -627,8 +653,16 @@ class CrashDetector:
         self._open = None
         frames = ([blk.rip] if blk.rip is not None else []) + blk.frames
         names = tuple(f.func for f in frames)
+        by = names
+        if blk.irq_frames is not None:
+            by = names[: blk.irq_frames + (blk.rip is not None)]
+        if blk.kind.name == "irq_nobody_cared":
+            # The handlers that did not claim it name the driver; the stack is IRQ plumbing.
+            handlers = [m.group(1) for ln in blk.lines
+                        if (m := _HANDLER_RE.match(strip_prefix(ln)))]  # fmt: skip
+            by = tuple(handlers) or names
         label = f"{blk.kind.name}/{blk.sub}" if blk.sub else blk.kind.name
-        fp = fingerprint(label, names, blk.title, self._config)
+        fp = fingerprint(label, by, blk.title, self._config)
         rule = self._config.ignored_by(fp, blk.title)
         log.debug("crash %s at line %d: %s", fp, blk.start_line, blk.title)
         return Crash(
