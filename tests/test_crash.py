@@ -200,7 +200,8 @@ HANDMADE = {
          "kasan/null-ptr-deref:tcp_ao_del_cmd:do_tcp_setsockopt:tcp_setsockopt:"
          "do_sock_setsockopt:__sys_setsockopt"),
         ("panic", "Kernel panic - not syncing: Fatal exception",
-         "panic:Kernel panic - not syncing: Fatal exception"),
+         "panic/after:kasan/null-ptr-deref:tcp_ao_del_cmd:do_tcp_setsockopt:tcp_setsockopt:"
+         "do_sock_setsockopt:__sys_setsockopt"),
     ],
     "ubsan-array-index-out-of-bounds.log": [
         ("ubsan", "UBSAN: array-index-out-of-bounds in net/mptcp/pm_netlink.c:1207:22",
@@ -272,8 +273,11 @@ HANDMADE = {
         ("oops", "kernel BUG at net/core/skbuff.c:4523!",
          "oops:skb_segment:tcp_gso_segment:inet_gso_segment:skb_mac_gso_segment:"
          "__skb_gso_segment"),
+        # a consequence: named by the splat that was fatal, not by the title every Oops in
+        # an interrupt ends with
         ("panic", "Kernel panic - not syncing: Fatal exception in interrupt",
-         "panic:Kernel panic - not syncing: Fatal exception in interrupt"),
+         "panic/after:oops:skb_segment:tcp_gso_segment:inet_gso_segment:skb_mac_gso_segment:"
+         "__skb_gso_segment"),
     ],
     "panic-with-trace.log": [
         ("panic", "Kernel panic - not syncing: kst_panic: deliberate panic from init",
@@ -705,7 +709,8 @@ REAL_61 = {
          "vfs_write:ksys_write"),
         ("bug", 594, 624, "bug:msleep:fzp_sched_atomic:fzp_direct_write:full_proxy_write:"
          "vfs_write"),
-        ("bug", 625, 650, "bug:do_task_dead:do_exit:__x64_sys_exit_group"),
+        # "do_group_exit+0xtrigger-exit=0": the guest's output inside a frame, kept
+        ("bug", 625, 650, "bug:do_task_dead:do_exit:do_group_exit:__x64_sys_exit_group"),
         ("oops", 652, 692, "oops:fzp_null_read:fzp_direct_write:full_proxy_write:vfs_write:"
          "ksys_write"),
         ("warning", 709, 752, "warning:fzp_warning:fzp_direct_write:full_proxy_write:vfs_write:"
@@ -771,3 +776,14 @@ def test_a_real_splat_survives_a_rebuild_and_reboot() -> None:
         text = (CONSOLE / "real-6.1" / name).read_text(errors="replace").splitlines()
         again = detect(_rebuild(text, seed=len(name)))
         assert [c.fingerprint for c in again] == [fp for *_, fp in want], name
+
+
+def test_a_consequence_panic_is_named_by_its_cause_and_a_title_only_one_says_generic() -> None:
+    """"Fatal exception in interrupt" follows every Oops in an interrupt: two different
+    bugs shared its title-only fingerprint."""
+    oops, panic = detect(read(CONSOLE / "kernel-bug-at.log"))
+    assert panic.cause == oops.fingerprint and not panic.generic
+    alone = detect(["[ 1.0] Kernel panic - not syncing: Fatal exception in interrupt"])
+    (p,) = alone
+    assert p.cause == "" and p.generic  # nothing before it: its title is all it has
+    assert not oops.generic

@@ -328,6 +328,19 @@ class Crash:
     frame_modules: tuple[str, ...] = ()
     end_line: int = 0
     ignored_by: str = ""
+    # The fingerprint of the splat this one is a consequence of ("Fatal exception" after
+    # an Oops), which then names it; "" when it stands alone.
+    cause: str = ""
+    # Only the title names it (no frame was left): different bugs can share it.
+    generic: bool = False
+
+
+# Panics that only say an earlier splat was fatal: named by that splat, not by their title
+# (every Oops in an interrupt ends in the same "Fatal exception in interrupt").
+_CONSEQUENCE_RE = re.compile(
+    r"^Kernel panic - not syncing: (?:Fatal exception|Aiee, killing interrupt handler"
+    r"|Attempted to kill (?:init|the idle task))"
+)
 
 
 def partition(crashes: Iterable[Crash]) -> tuple[list[Crash], list[Crash]]:
@@ -345,7 +358,9 @@ def partition(crashes: Iterable[Crash]) -> tuple[list[Crash], list[Crash]]:
 _PREFIX_RE = re.compile(r"^(?:<\d{1,3}>)?(?:\[\s*\d+\.\d+\])?(?:\s?\[\s*[TC]\d+\])?")
 _FRAME_RE = re.compile(
     r"^\s*(?:\[<[0-9a-fA-F]+>\]\s*)?(?P<q>\?\s*)?(?P<func>[A-Za-z_.$][\w.$]*)"
-    r"\+0x[0-9a-f]+(?:/0x[0-9a-f]+)?(?:\s+\[(?P<mod>[\w-]+)[^\]]*\])?"
+    # `+0x` with no digits: the guest's own output landed inside the line
+    # ("do_group_exit+0xtrigger-exit=0"); the function name is still right.
+    r"\+0x[0-9a-f]*(?:/0x[0-9a-f]+)?(?:\s+\[(?P<mod>[\w-]+)[^\]]*\])?"
 )
 # decode_stacktrace.sh output: ` foo_bar (net/core/dev.c:123)`.
 _DECODED_RE = re.compile(r"^\s*(?P<q>\?\s*)?(?P<func>[A-Za-z_][\w.]*) \([\w./+-]+:\d+")
@@ -663,6 +678,11 @@ class CrashDetector:
             by = tuple(handlers) or names
         label = f"{blk.kind.name}/{blk.sub}" if blk.sub else blk.kind.name
         fp = fingerprint(label, by, blk.title, self._config)
+        generic = not meaningful_frames(by, self._config)
+        cause = ""
+        if generic and _CONSEQUENCE_RE.match(blk.title) and self._done:
+            cause = self._done[-1].fingerprint
+            fp, generic = f"{label}/after:{cause}", False
         rule = self._config.ignored_by(fp, blk.title)
         log.debug("crash %s at line %d: %s", fp, blk.start_line, blk.title)
         return Crash(
@@ -677,6 +697,8 @@ class CrashDetector:
             frame_modules=tuple(f.module for f in frames),
             end_line=blk.start_line + len(blk.lines) - 1,
             ignored_by=rule or "",
+            cause=cause,
+            generic=generic,
         )
 
 
