@@ -787,3 +787,26 @@ def test_a_consequence_panic_is_named_by_its_cause_and_a_title_only_one_says_gen
     (p,) = alone
     assert p.cause == "" and p.generic  # nothing before it: its title is all it has
     assert not oops.generic
+
+
+def test_a_trace_less_splat_does_not_take_a_later_unrelated_stack() -> None:
+    """A stall report without a backtrace waited 60 lines for one and took the stack the
+    console printed next (here a sysrq task dump 40 lines later) as its fingerprint."""
+    log = ["[   10.000000] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+           "[   10.000001] rcu: \tTasks blocked on level-0 rcu_node (CPUs 0-1): P247",
+           "[   10.000002] \t(detected by 1, t=5252 jiffies, g=4517, q=12 ncpus=2)"]
+    log += [f"[   11.{i:06d}] e1000: eth0 NIC Link is Up 1000 Mbps" for i in range(40)]
+    log += ["[   12.000000] sysrq: Show Blocked State", "[   12.000001] Call Trace:",
+            "[   12.000002]  <TASK>", "[   12.000003]  unrelated_waiter+0x10/0x20",
+            "[   12.000004]  other_thread_fn+0x30/0x40", "[   12.000005]  </TASK>"]  # fmt: skip
+    (stall,) = detect(log)
+    assert stall.kind == "rcu_stall" and stall.generic
+    assert "unrelated_waiter" not in stall.fingerprint and "unrelated_waiter" not in stall.frames
+    assert stall.end_line < 44
+
+
+def test_two_boots_of_the_same_bug_give_the_same_fingerprint() -> None:
+    """warning-1 and multi are two boots (each its own kernel log) with the same WARN."""
+    one = detect((CONSOLE / "real-6.1" / "warning-1.console.log").read_text().splitlines())
+    other = detect((CONSOLE / "real-6.1" / "multi.console.log").read_text().splitlines())
+    assert one[0].fingerprint == other[0].fingerprint == other[-1].fingerprint

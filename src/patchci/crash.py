@@ -49,8 +49,10 @@ class Kind:
     end: re.Pattern[str] | None = None
     # Lines to wait after the call trace for an end marker before closing.
     tail: int = 5
-    # Lines to wait for a call trace before closing a block that has none.
-    header_limit: int = 60
+    # Lines to wait for a call trace before closing a block that has none. Real splats
+    # print theirs within ~20 lines (registers, modules, CPU); waiting longer took the
+    # stack of whatever the console printed next as the fingerprint of a trace-less one.
+    header_limit: int = 32
     # The stack follows the title directly, with no "Call Trace:" line.
     frames_follow: bool = False
 
