@@ -210,3 +210,19 @@ def test_config_check_rejects_bad_executors_and_trees(
     cfg.write_text(f'[[trees]]\nname = "net"\npath = "{repo}"\n\n' + body)
     assert main(["config", "check", str(cfg)]) == 2
     assert error in capsys.readouterr().err
+
+
+def test_checks_list_names_every_check_its_options_and_tools(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patchci.checks.registry import BUILTIN
+
+    assert main(["checks", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split(":", 1)[0]: ln for ln in out.splitlines()}
+    assert set(BUILTIN) | {"tree_selection", "apply"} == set(lines)
+    assert "options: args, ignore, script" in lines["checkpatch"]
+    assert "perl (found)" in lines["checkpatch"]
+    monkeypatch.setenv("PATH", "/nonexistent")  # no tool on PATH now
+    assert main(["checks", "list", "--strict"]) == 2
+    assert "perl (MISSING)" in capsys.readouterr().out

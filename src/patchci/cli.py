@@ -133,6 +133,33 @@ def cmd_expectations_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_checks_list(args: argparse.Namespace) -> int:
+    """Every check: kind, scope, what it does, its options, its tools found or missing."""
+    import shutil
+    from pathlib import Path
+
+    from patchci.checks.registry import BUILTIN, STAGE_CHECKS, check_class
+
+    tree = Path(args.tree).expanduser() if args.tree else None
+    for name in STAGE_CHECKS:
+        print(f"{name}: series, a pipeline stage (always run)")
+    code = EXIT_OK
+    for name in sorted(BUILTIN):
+        cls = check_class(name)
+        opts = ", ".join(sorted(cls.Options.model_fields)) or "-"
+        tools = []
+        for t in cls.tools:
+            if "/" in t:
+                state = ("found" if (tree / t).exists() else "MISSING") if tree else "in the tree"
+            else:
+                state = "found" if shutil.which(t) else "MISSING"
+            tools.append(f"{t} ({state})")
+            code = EXIT_INFRA if "MISSING" in state and args.strict else code
+        print(f"{name}: {cls.scope.value}, {cls.description or '-'}; options: {opts}; "
+              f"tools: {', '.join(tools) or 'none'}")  # fmt: skip
+    return code
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from patchci.db.migrate import current, upgrade
 
@@ -327,6 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     cc = cfs.add_parser("check", help="validate a configuration file; exit 2 with the bad key")
     cc.add_argument("file")
     cc.set_defaults(func=cmd_config_check)
+
+    ck = sub.add_parser("checks", help="the checks patchci has")
+    cks = ck.add_subparsers(dest="checks_command", metavar="ACTION")
+    cl = cks.add_parser(
+        "list", help="every check: scope, what it does, options, tools found or missing",
+        description="Tools named by a path (scripts/checkpatch.pl) are looked up in --tree; "
+        "the others on PATH. With --strict, a missing tool exits 2.",
+    )  # fmt: skip
+    cl.add_argument("--tree", help="a kernel tree to look for the tree's own tools in")
+    cl.add_argument("--strict", action="store_true", help="exit 2 when a tool is missing")
+    cl.set_defaults(func=cmd_checks_list)
 
     ex = sub.add_parser("expectations", help="known-failure lists ([verdicts] expectations)")
     exs = ex.add_subparsers(dest="expectations_command", metavar="ACTION")
