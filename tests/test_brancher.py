@@ -458,3 +458,18 @@ def test_merge_fetches_another_repository(repo: Git, tmp_path: Path) -> None:
     assert repo.is_ancestor(fix, m.head)
     assert show(repo, m.name, "c.c") == "c1\nFIX\nc3\n"
     assert branches_info_json([m])[m.name]["base-pulls"] == {spec: "okay"}
+
+
+def test_a_series_whose_change_is_already_there_is_left_out(repo: Git, tmp_path: Path) -> None:
+    """Two fixes for the same bug, the same change: `git am -3` applies the second as "No
+    changes -- Patch already applied", adding no commit. The branch listed it anyway, so
+    its series tips were off by one and the culprit search gave up ("fewer commits than
+    series patches")."""
+    m1 = series_mbox(repo, "s1", [("a.c", "a1\nFIX\na3\n")])
+    m2 = series_mbox(repo, "s2", [("a.c", "a1\nFIX\na3\n")])
+    m3 = series_mbox(repo, "s3", [("b.c", "b1\nB2\nb3\n")])
+    m = cut_branch(repo, plan_for([1, 2, 3]), STREAM, {1: m1, 2: m2, 3: m3}, tmp_path / "w")
+    assert m.series == (1, 3)
+    (left,) = m.left_out
+    assert left[0] == 2 and "already in the base or an earlier series" in left[1]
+    assert repo.run("rev-list", "--count", f"{m.base}..{m.head}").stdout.strip() == "2"

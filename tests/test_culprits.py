@@ -390,3 +390,43 @@ def test_a_posted_fail_links_to_its_evidence_and_reproducer(
     finding = page.split('id="contest-findings"')[1].split("</ul>")[0]
     assert 'data-kind="regression"' in finding and "bisected:" in finding
     assert 'class="reproduce"' in finding and "check.sh" in finding
+
+
+def test_a_probe_that_hits_an_infrastructure_error_is_tried_once_more(
+    branchy: Branchy, tmp_path: Path
+) -> None:
+    """One failed build step (ours) in a probe ended the whole search as inconclusive: in
+    the verdicts benchmark, most of the culprits it missed were lost that way."""
+    from datetime import UTC, datetime
+
+    from patchci.executor.base import RUN_ERROR, RunResult
+    from patchci.service.culprits import Budget, search_branch, settings_probe
+    from patchci.service.leases import worker_id
+
+    w = branchy
+    streams = [{"name": "nn", "tree": "net-next", "tests_dir": TESTS_DIR, "retries": 1,
+                "bisect_steps": 0}]  # fmt: skip
+    run_cycle(w.store, settings_for(tmp_path, w.emu.url, w.git.repo, streams),
+              {SOURCE: w.client}, now=NOW)  # fmt: skip
+    results, culprits = ResultsStore(w.store.engine), CulpritStore(w.store.engine)
+    (branch,) = results.branches_of_series(w.series_ids()[0])
+    with w.store.engine.begin() as conn:  # the search again, from the start
+        conn.exec_driver_sql("UPDATE bisections SET status='running', worker='', "
+                             "lease_until=NULL, finished_at=NULL")  # fmt: skip
+    settings = settings_for(tmp_path, w.emu.url, w.git.repo, [{**streams[0], "bisect_steps": 8}])
+    wired = settings_probe(settings, results.branch(branch))
+    assert wired is not None
+    real, path = wired
+    calls: list[str] = []
+
+    def first_fails(ex: str, label: str, commit: str, keys: object, out: Path) -> RunResult:
+        calls.append(label)
+        if calls.count(label) == 1:
+            now = datetime.now(UTC)
+            return RunResult(ex, label, now, now, RUN_ERROR, "the VM never booted")
+        return real(ex, label, commit, keys, out)  # type: ignore[arg-type]
+
+    (search,) = search_branch(w.store, results, culprits, branch, path, first_fails,
+                              tmp_path / "work", Budget(), worker_id(w.store))  # fmt: skip
+    assert (search.status, search.culprit_series_id) == ("culprit", w.series_ids()[1])
+    assert len(calls) == 2 * len(search.steps)  # every probe: an error, then the real run

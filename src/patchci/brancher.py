@@ -338,8 +338,16 @@ def _apply_series(
             left_out.append((sid, "no mbox available for the series"))
             log.error("branch %s: series %d has no mbox", plan.name, sid)
             continue
+        before = wt.rev_parse("HEAD")
         why = _am(wt, mbox, ident)
-        if why is None:
+        if why is None and wt.rev_parse("HEAD") == before:
+            # `git am -3` skips a patch whose change is already there ("No changes -- Patch
+            # already applied"): the series adds no commit, and would misalign the tips
+            # the culprit search bisects over.
+            left_out.append((sid, "adds nothing on top of the branch: its changes are "
+                                  "already in the base or an earlier series"))  # fmt: skip
+            log.info("branch %s: series %d left out: already applied", plan.name, sid)
+        elif why is None:
             applied.append(sid)
             log.info("branch %s: series %d applied", plan.name, sid)
         else:

@@ -212,6 +212,12 @@ def _probe(
     keys = [(s.group, s.name) for s in group]
     log.info("branch %s: probing %s at %s for %s", row.name, ex, label, keys)
     run = probe(ex, label, commit, keys, out)
+    if run.status == RUN_ERROR:
+        # Ours (the VM did not boot, the build step failed): one more try before the
+        # probe says "could not tell", which ends the search without a culprit.
+        log.warning("branch %s: probe at %s failed (%s); trying it once more", row.name,
+                    label, run.error)  # fmt: skip
+        run = probe(ex, label, commit, keys, out.with_name(out.name + "-again"))
     for s in group:
         subs = regressed.get((s.executor, s.group, s.name), ())
         outcome, detail = probe_outcome(run, (s.group, s.name), subs)
