@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -84,31 +84,20 @@ def kernel_version(git: Git, rev: str) -> str | None:
     return v + found.get("EXTRAVERSION", "")
 
 
-@dataclass(frozen=True)
-class _Where:
-    tree: str
-    stream: str
-    kernel: str | None
-
-
 def scope_of(
-    settings: Settings | None, results: ResultsStore, branch: str, executor: str
+    settings: Settings | None, results: ResultsStore, branch: str, executor: str = ""
 ) -> xp.Scope:
-    """Where *executor*'s results on *branch* come from, as expectations are matched."""
-    w = _where(settings, results, branch)
-    return xp.Scope(w.tree, w.stream, executor, w.kernel)
-
-
-def _where(settings: Settings | None, results: ResultsStore, branch: str) -> _Where:
+    """Where *executor*'s results on *branch* come from, as expectations are matched: the
+    stream's tree and the kernel version of the branch head."""
     row = results.branch(branch)
     ss = next((s for s in settings.streams if s.name == row.stream), None) if settings else None
     if settings is None or ss is None:
-        return _Where("", row.stream, None)
+        return xp.Scope("", row.stream, executor, None)
     tree = next((t for t in settings.trees if t.name == ss.tree), None)
     kernel = None
     if tree is not None and settings.tree_path(tree).is_dir():
         kernel = kernel_version(Git(settings.tree_path(tree)), row.head)
-    return _Where(ss.tree, row.stream, kernel)
+    return xp.Scope(ss.tree, row.stream, executor, kernel)
 
 
 def _subtest_history(history: Sequence[TestResult], path: str) -> list[HistoryEntry]:
@@ -160,14 +149,13 @@ def excuses(
     rule = rule_of(verdicts)
     expect = expectations_of(settings)
     today = today or datetime.now(UTC).date()
-    where = _where(settings, results, summary.branch) if expect.entries else None
+    where = scope_of(settings, results, summary.branch) if expect.entries else None
     runs = newest_runs(results.branch_results(summary.branch))
     out: dict[tuple[str, str, str], Excuse] = {}
     for f in todo:
         key = (f.executor, f.group, f.name)
         if where is not None:
-            scope = xp.Scope(where.tree, where.stream, f.executor, where.kernel)
-            m = expect.match(scope, f.group, f.name, xp.FLAKY if f.kind == FLAKY else xp.FAIL,
+            m = expect.match(replace(where, executor=f.executor), f.group, f.name, xp.FLAKY if f.kind == FLAKY else xp.FAIL,
                              f.subtests, today=today)  # fmt: skip
             if m is not None:
                 out[key] = Excuse(EXPECTED, m.describe())

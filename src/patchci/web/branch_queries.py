@@ -4,7 +4,7 @@ verdict with the findings, and what changed since the stream's previous branch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 from sqlalchemy import func, select
@@ -70,16 +70,15 @@ def branch_diff(engine: Engine, settings: Settings, name: str, today: date) -> B
     before = baseline_runs(results, name, {r.executor for r in runs}) or []
     changes = cidiff.diff(before, runs)
     expect = expectations_of(settings)
-    scopes = {}
+    scope = scope_of(settings, results, name) if expect.entries else None
     views = []
     for c in changes:
         expected = None
         want = {cidiff.NEWLY_FAILING: "fail", cidiff.NEWLY_SKIPPED: "skip"}.get(c.kind)
-        if want and expect.entries:
-            if c.executor not in scopes:
-                scopes[c.executor] = scope_of(settings, results, name, c.executor)
+        if want and scope is not None:
             subs = (c.subtest,) if c.subtest else ()
-            m = expect.match(scopes[c.executor], c.group, c.name, want, subs, today=today)
+            m = expect.match(replace(scope, executor=c.executor), c.group, c.name, want, subs,
+                             today=today)  # fmt: skip
             expected = m.describe() if m else None
         views.append(ChangeView(c.executor, c.group, c.name, c.subtest, c.kind, c.before,
                                 c.after, expected))  # fmt: skip
