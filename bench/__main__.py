@@ -13,7 +13,7 @@ def main(argv: list[str]) -> int:
                "worktrees": worktrees.main, "latency": latency.main,
                "vms": vms.main, "verdicts": verdicts.main}  # fmt: skip
     # Names come first; any flags after them are the benchmark's own (web reads them).
-    # vms needs a built kernel (--kernel, --kselftest), verdicts takes ~25 min: by name
+    # vms needs a built kernel (--kernel, --kselftest), verdicts takes ~45 min: by name
     names = list(takewhile(lambda a: not a.startswith("-"), argv)) or [
         n for n in benches if n not in ("vms", "verdicts")
     ]

@@ -25,6 +25,11 @@ def test_netdev_example_is_nipa_like() -> None:
     assert src.type == "patchwork" and src.project == "netdevbpf"
     assert {"checkpatch", "fixes_tag", "signed_off_by", "series_format"} <= set(s.trees[0].checks)
     assert s.check_spec("build_clang")[0] == "build"
+    # its expectations file is found next to it and is valid
+    from patchci.analysis.expectations import load
+
+    assert s.verdicts.expectations == str(ROOT / "examples" / "expectations.toml")
+    assert len(load(s.verdicts.expectations).entries) == 2
 
 
 @pytest.mark.parametrize(
