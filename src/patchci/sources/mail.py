@@ -124,7 +124,9 @@ def _split_header_block(raw: bytes) -> tuple[_Headers, int]:
     if raw.startswith(b"From "):
         nl = raw.find(b"\n")
         pos = len(raw) if nl < 0 else nl + 1
-    fields: list[tuple[str, bytes]] = []
+    # Each field's value as its lines: joining once at the end keeps a header folded over
+    # thousands of lines linear (appending to one bytes value copied it every line).
+    fields: list[tuple[str, list[bytes]]] = []
     while pos < len(raw):
         nl = raw.find(b"\n", pos)
         end = len(raw) if nl < 0 else nl
@@ -134,15 +136,14 @@ def _split_header_block(raw: bytes) -> tuple[_Headers, int]:
             pos = nxt
             break
         if line[:1] in (b" ", b"\t") and fields:
-            name, val = fields[-1]
-            fields[-1] = (name, val + b" " + line.strip())
+            fields[-1][1].append(line.strip())
         else:
             m = _HEADER_LINE_RE.match(line)
             if not m:
                 break
-            fields.append((m.group(1).decode("ascii").lower(), m.group(2).strip()))
+            fields.append((m.group(1).decode("ascii").lower(), [m.group(2).strip()]))
         pos = nxt
-    decoded = tuple((k, decode_bytes(v)) for k, v in fields)
+    decoded = tuple((k, decode_bytes(b" ".join(v))) for k, v in fields)
     return _Headers(decoded), min(pos, len(raw))
 
 
