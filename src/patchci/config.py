@@ -476,6 +476,16 @@ def build_settings(
         raise ConfigError(f"{origin}: {format_validation_error(e)}") from e
 
 
+def read_file(p: Path, what: str) -> str:
+    """A file's UTF-8 text; ConfigError in one line naming it when it cannot be had."""
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"{p}: no such {what}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from e
+
+
 def load_settings(
     path: str | Path | None,
     *,
@@ -486,12 +496,7 @@ def load_settings(
     if path is None:
         return build_settings({}, env=env, overrides=overrides, origin="defaults")
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError(f"{p}: no such configuration file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read: {e}") from e
+    text = read_file(p, "configuration file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

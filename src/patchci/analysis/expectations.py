@@ -202,11 +202,7 @@ def parse(text: str, origin: str = "expectations") -> Expectations:
 
 
 def load(path: str | Path) -> Expectations:
+    from patchci.config import read_file  # config imports this module lazily, not at the top
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ConfigError(f"{p}: no such expectations file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read: {e}") from e
-    return parse(text, str(p))
+    return parse(read_file(p, "expectations file"), str(p))

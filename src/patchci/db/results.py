@@ -228,9 +228,7 @@ class ResultsStore(Database):
         """The branch of the same stream cut just before *name*, if we have it."""
         bc = t.branches.c
         with self._read() as conn:
-            cur = conn.execute(select(bc.stream, bc.date).where(bc.name == name)).first()
-            if cur is None:
-                raise NotFound(f"branch {name!r}")
+            cur = self._stream_date(conn, name)
             q = (
                 select(t.branches)
                 .where(bc.stream == cur.stream, bc.date < cur.date)
@@ -239,6 +237,15 @@ class ResultsStore(Database):
             )
             row = conn.execute(q).first()
             return None if row is None else self._branch_row(conn, row)
+
+    @staticmethod
+    def _stream_date(conn: Connection, name: str) -> Row[Any, Any]:
+        """(stream, date) of branch *name*: where "before it" starts."""
+        bc = t.branches.c
+        cur = conn.execute(select(bc.stream, bc.date).where(bc.name == name)).first()
+        if cur is None:
+            raise NotFound(f"branch {name!r}")
+        return cur
 
     def stream_branches(self, stream: str, limit: int = 500) -> list[BranchRow]:
         """The newest *limit* branches of *stream*, oldest first."""
@@ -477,9 +484,7 @@ class ResultsStore(Database):
         history a verdict weighs a failure against (analysis.flakes.judge)."""
         tc, rc, bc, sc, cc = t.tests.c, t.runs.c, t.branches.c, t.subtests.c, t.crashes.c
         with self._read() as conn:
-            cur = conn.execute(select(bc.stream, bc.date).where(bc.name == branch_name)).first()
-            if cur is None:
-                raise NotFound(f"branch {branch_name!r}")
+            cur = self._stream_date(conn, branch_name)
             q = (
                 select(t.tests)
                 .select_from(t.tests.join(t.runs).join(t.branches))
