@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from itertools import takewhile
 
-from bench import latency, parsers, scaling, verdicts, vms, web, worktrees
+from bench import ktap, latency, parsers, scaling, verdicts, vms, web, worktrees
 
 
 def main(argv: list[str]) -> int:
-    benches = {"parsers": parsers.main, "scaling": scaling.main, "web": web.main,
+    benches = {"parsers": parsers.main, "ktap": ktap.main, "scaling": scaling.main, "web": web.main,
                "worktrees": worktrees.main, "latency": latency.main,
                "vms": vms.main, "verdicts": verdicts.main}  # fmt: skip
     # Names come first; any flags after them are the benchmark's own (web reads them).

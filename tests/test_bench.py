@@ -88,3 +88,15 @@ def test_verdicts_bench_blames_only_with_evidence(
     verdicts.main(["--branches", "3", "--seed", "1"])
     out = capsys.readouterr().out
     assert "verdicts: 3 branches" in out and "precision" in out and "baseline" in out
+
+
+def test_ktap_bench_compares_with_kunit_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import ktap as ktap_bench
+
+    ktap_bench.main(["--lines", "3000", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert re.search(r"KUnit output, 3,0\d\d lines, [\d,]+ tests \(both parsers agree\)", out)
+    for row in ("patchci tree", "patchci streaming"):
+        assert re.search(rf"{row}\s+[\d.]+ s CPU\s+[\d.]+x kunit_parser", out), out
+    assert re.search(r"streaming \d+ KB \(target < 50 MB\)", out)
+    assert "kselftest runner output" in out

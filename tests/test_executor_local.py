@@ -326,3 +326,33 @@ def test_kselftest_list_runs_through_runner(tmp_path: Path) -> None:
 )
 def test_namify(raw: str, name: str) -> None:
     assert namify(raw) == name
+
+
+KTAP_FIXTURES = sorted((Path(__file__).parent / "data" / "ktap").glob("*.tap"))
+
+
+@pytest.mark.parametrize("fixture", KTAP_FIXTURES, ids=lambda p: p.stem)
+def test_subtests_of_real_output_match_its_tree(tmp_path: Path, fixture: Path) -> None:
+    """The executor now parses as the output streams, keeping only subtest rows: they must
+    be the tree's, in pre-order, the kselftest runner's wrapper node left out."""
+    run = LocalExecutor("x", retries=0).run(
+        "b", tmp_path, [TestSpec("g", "t", ("cat", str(fixture)), 5)], tmp_path / "out"
+    )
+    tree = ktap.parse_text(fixture.read_text(encoding="utf-8", errors="replace"))
+    top = tree.root
+    if len(top.children) == 1 and top.children[0].name.startswith("selftests:"):
+        top = top.children[0]
+    expected = [
+        ("/".join(n.name or f"#{n.number}" for n in chain), len(chain), chain[-1].outcome)
+        for chain in _chains(top)
+    ]
+    got = [(s.path, s.depth, s.outcome) for s in run.tests[0].subtests]
+    assert got == expected and got
+
+
+def _chains(node: ktap.TestNode) -> list[list[ktap.TestNode]]:
+    out: list[list[ktap.TestNode]] = []
+    for child in node.children:
+        out.append([child])
+        out += [[child, *rest] for rest in _chains(child)]
+    return out

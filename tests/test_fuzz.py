@@ -158,8 +158,10 @@ PARSERS: dict[str, tuple[Callable[[bytes], object], tuple[str, ...]]] = {
     ),
     "kdoc": (lambda raw: kdoc_output.parse_kdoc(_lines(raw)), ("checks/kernel-doc-warnings.txt",)),
     "maintainers": (_run_maintainers, ("checks/MAINTAINERS-6.1.xz",)),
-    "get_maintainer": (lambda raw: maintainers.get_maintainer_output(_lines(raw)),
-                       ("checks/get_maintainer-*.txt",)),  # fmt: skip
+    "get_maintainer": (
+        lambda raw: maintainers.get_maintainer_output(_lines(raw)),
+        ("checks/get_maintainer-*.txt",),
+    ),  # fmt: skip
 }
 
 
@@ -180,6 +182,39 @@ def test_parser_survives_mutated_real_input(name: str) -> None:
     def run(raw: bytes) -> None:
         spent = _budgeted(fn, raw)
         assert spent < EXAMPLE_BUDGET, f"{name}: {spent:.1f}s CPU on {len(raw)} bytes"
+
+    run()
+
+
+def test_ktap_streaming_agrees_with_the_tree_on_mutated_input() -> None:
+    """The executors parse by streaming, the CLI and the goldens by tree: two paths of one
+    parser, which must not tell different stories about the same (hostile) output."""
+    seeds = _seeds("ktap/*.tap", "ktap/kunit-test-data/*.log")
+
+    def post_order(node: ktap.TestNode, level: int = 1) -> list[tuple[object, ...]]:
+        out: list[tuple[object, ...]] = []
+        for c in node.children:
+            out += post_order(c, level + 1)
+            out.append((level, c.name, c.number, c.outcome, c.reason, c.duration))
+        return out
+
+    @FUZZ
+    @given(mutations(seeds))
+    def run(raw: bytes) -> None:
+        lines = _text(raw).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        tree = ktap.parse_lines(lines)
+        seen: list[tuple[object, ...]] = []
+        streamed = ktap.parse_lines(
+            lines,
+            lambda lv, n: seen.append((lv, n.name, n.number, n.outcome, n.reason, n.duration)),
+        )
+        assert seen == post_order(tree.root)
+        assert (streamed.outcome, streamed.version, streamed.totals, streamed.top_level) == (
+            tree.outcome,
+            tree.version,
+            tree.totals,
+            len(tree.root.children),
+        )
 
     run()
 

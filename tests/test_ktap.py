@@ -86,6 +86,87 @@ def test_streaming_equals_whole_text(path: Path) -> None:
     assert parser.finish() is parser.finish()
 
 
+def _post_order(node: TestNode, level: int = 1) -> list[tuple[int, TestNode]]:
+    """The tree's tests in the order a streaming parse completes them."""
+    out: list[tuple[int, TestNode]] = []
+    for child in node.children:
+        out += _post_order(child, level + 1)
+        out.append((level, child))
+    return out
+
+
+def _fields(n: TestNode) -> tuple[object, ...]:
+    return (n.name, n.number, n.outcome, n.directive, n.reason, n.duration, n.errors)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: str(p.relative_to(KTAP_DIR)))
+def test_a_streaming_parse_hands_out_every_test_and_keeps_none(path: Path) -> None:
+    """The executors parse guest output as it streams (issue 9 §8: the parser kept the
+    whole tree and every log line, 311-453 MB per million lines). A streaming parse must
+    hand out exactly the tests the tree holds, at their levels, and agree on the verdict."""
+    text = _read(path)
+    tree = parse_text(text)
+    seen: list[tuple[int, TestNode]] = []
+    streamed = parse_lines(io.StringIO(text, newline=""), lambda level, n: seen.append((level, n)))
+    assert [(lv, _fields(n)) for lv, n in seen] == [
+        (lv, _fields(n)) for lv, n in _post_order(tree.root)
+    ]
+    assert all(not n.children and not n.log for _, n in seen)
+    assert streamed.root.children == () and streamed.root.log == ()
+    assert streamed.top_level == len(tree.root.children)
+    assert (streamed.outcome, streamed.version, streamed.totals) == (
+        tree.outcome,
+        tree.version,
+        tree.totals,
+    )
+    assert len(streamed.errors) == len(tree.errors)
+    assert exit_code(streamed) == exit_code(tree)
+
+
+def test_a_streaming_parse_holds_memory_by_depth_not_length() -> None:
+    """200 000 lines (about 65 000 results) streamed: what the parser holds stays flat,
+    where the tree grows with the output."""
+    import tracemalloc
+
+    block = _read(KUNIT_DIR / "test_is_test_passed-all_passed.log").splitlines()[2:]
+    lines = ["KTAP version 1"]
+    n = 0
+    while len(lines) < 200_000:
+        for line in block:
+            if line.startswith(("ok ", "not ok ")):
+                n += 1
+                line = line.replace(line.split()[1 if line.startswith("ok") else 2], str(n), 1)
+            lines.append(line)
+    lines.insert(1, f"1..{n}")
+
+    def peak(fn: object) -> int:
+        tracemalloc.start()
+        try:
+            fn()  # type: ignore[operator]
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    count = [0]
+
+    def sink(level: int, node: TestNode) -> None:
+        count[0] += 1
+
+    streamed = peak(lambda: parse_lines(lines, sink))
+    tree = peak(lambda: parse_lines(lines))
+    assert count[0] > 60_000
+    assert streamed < 256 * 1024, streamed
+    assert tree > 20 * streamed
+
+
+def test_a_streaming_parse_keeps_a_bounded_number_of_errors() -> None:
+    """A million misnumbered results must not mean a million error strings."""
+    lines = ["KTAP version 1", "1..5000"] + [f"ok {2 * i + 1} t{i}" for i in range(5000)]
+    p = parse_lines(lines, lambda level, n: None)
+    assert 0 < len(p.errors) <= 102
+    assert any("not listed" in e for e in p.errors)
+
+
 # -- kunit_tool's expectations (README section 1) ----------------------------------------------
 
 KUNIT_EXPECT = [

@@ -1,8 +1,12 @@
 """Pure, streaming KTAP / TAP parser (KTAP v1, TAP 13/14, kselftest runner output).
 
 Feed lines one at a time (``KtapParser.feed``) or hand over a whole log; ``finish()`` returns a
-frozen ``Parsed`` tree. Never raises on bad input: malformed or missing lines become errors
+``Parsed`` tree. Never raises on bad input: malformed or missing lines become errors
 recorded on the node they concern (kunit_parser's ``add_error``) and CRASH outcomes.
+
+Streaming: ``KtapParser(on_test)`` hands each test to *on_test(level, node)* as it completes
+(a block after its subtests, level 1 at the top) and keeps nothing of it: memory is bounded
+by the nesting depth, not by the length of the output (the log itself is the caller's file).
 
 Structure comes from three cues, combined:
 
@@ -37,7 +41,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -52,6 +56,8 @@ MAX_DEPTH = 100
 MAX_MISSING = 1000
 # ... and per parse: a 12 KB file of blocks each planning 10^18 tests cost 1.3 s and 180 MB.
 MAX_MISSING_TOTAL = 10000
+# Parse errors kept per block: a million misnumbered results must not mean a million strings.
+MAX_ERRORS = 100
 
 _TIMESTAMP = re.compile(r"\[\s*\d+\.\d+\](?:\[\s*[A-Za-z]*\d+\])* ?")
 _VERSION_ANY = re.compile(r"\b(K?TAP) version (\d{1,9})$")
@@ -71,6 +77,12 @@ _TIME = re.compile(r"\btime=(\d{1,18}(?:\.\d{1,9})?)\s*(ms|us|s)?\b")
 _END = re.compile(
     r"\s*(?:List of all partitions:|Kernel panic - not syncing: VFS:|reboot: System halted)"
 )
+_END_FIRST = frozenset("LKr")
+# First characters of the lines that are more than text: results, headers, plans,
+# versions, `Bail out!`, the end markers.
+_MATTERS = frozenset("on#1KTB") | _END_FIRST
+# The first word of the diagnostics that matter (after "#"): `selftests: dir: prog`, `Totals:`.
+_SPECIAL = frozenset(("selfte", "Totals"))
 
 _SUPPORTED = {("KTAP", 1), ("TAP", 13), ("TAP", 14)}
 _DIRECTIVES: dict[str, Outcome | None] = {
@@ -85,11 +97,13 @@ _CASELESS = {"SKIP", "TODO"}  # TAP makes these two case-insensitive
 _OK_OUTCOMES = (Outcome.PASS, Outcome.SKIP, Outcome.XFAIL)
 
 Ind = tuple[int, int]  # (kselftest "# " level, whitespace width): compared lexicographically
+_FLUSH: Ind = (0, 0)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TestNode:
-    """One test (leaf) or one block of subtests, as reported, with inferred outcome."""
+    """One test (leaf) or one block of subtests, as reported, with inferred outcome. Read
+    only (not frozen: a frozen dataclass costs 4x to build, a third of the parse)."""
 
     __test__ = False  # not a pytest class
 
@@ -115,29 +129,25 @@ class TestNode:
 
 @dataclass(frozen=True)
 class Parsed:
-    """A whole parse: synthetic root holding the top-level tests, plus run-level facts."""
+    """A whole parse: synthetic root holding the top-level tests, plus run-level facts.
+    A streaming parse's root has no children: *top_level* counts them."""
 
     root: TestNode
     version: str | None
     errors: tuple[str, ...]
     totals: dict[str, int] | None
     outcome: Outcome
+    top_level: int = 0
 
 
-@dataclass(frozen=True)
-class _Result:
-    ok: bool
-    number: int | None
-    name: str
-    directive: str | None
-    reason: str
-    duration: float | None
-    outcome: Outcome
+# on_test(level, node): level 1 for a top-level test, its subtests at 2, ...
+OnTest = Callable[[int, TestNode], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Frame:
-    """An open block of subtests while parsing."""
+    """An open block of subtests while parsing. Its children's outcomes and durations are
+    summed up as they come; the children themselves are kept only when building a tree."""
 
     hdr: Ind
     kid: Ind | None = None  # indentation of its children's result lines, once seen
@@ -146,6 +156,10 @@ class _Frame:
     plan: int | None = None
     plan_reason: str = ""
     children: list[TestNode] = field(default_factory=list)
+    n: int = 0  # children so far
+    outcomes: set[Outcome] = field(default_factory=set)
+    last: Outcome | None = None  # the last outcome added to *outcomes*
+    duration: float | None = None  # sum of the children's
     log: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)  # diagnostics awaiting their result
     errors: list[str] = field(default_factory=list)
@@ -155,13 +169,20 @@ class _Frame:
     runner_name: str = ""  # last "# selftests: dir: prog" seen: names a child that crashes
     inherited: str = ""  # the parent's runner_name when this block opened: its own name
 
-    @property
-    def eff(self) -> Ind:
-        return self.kid if self.kid is not None else self.hdr
+    eff: Ind = field(init=False)  # the children's indentation once seen, else the header's
+
+    def __post_init__(self) -> None:
+        self.eff = self.hdr
 
     @property
     def count(self) -> int:
-        return len(self.children) - self.seg_start
+        return self.n - self.seg_start
+
+    def error(self, text: str) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(text)
+        elif len(self.errors) == MAX_ERRORS:
+            self.errors.append(f"more than {MAX_ERRORS} errors: the rest are not listed")
 
 
 def _parse_duration(text: str) -> float | None:
@@ -172,28 +193,42 @@ def _parse_duration(text: str) -> float | None:
     return float(m.group(1)) * scale
 
 
-def _parse_result(body: str) -> _Result | None:
+def _parse_result(body: str) -> TestNode | None:
+    """A result line as a leaf; its number is as written (None when absent) until the
+    parser numbers it."""
     m = _RESULT.fullmatch(body)
     if m is None:
         return None
-    ok = m.group(1) == "ok"
-    rest = " " + (m.group(3) or "")
+    verb, num, tail = m.groups()
+    outcome = Outcome.PASS if verb == "ok" else Outcome.FAIL
+    number = int(num) if num else None
+    if not tail:
+        return TestNode("", number, outcome)
+    if "#" not in tail:  # the common case: no directive (tail has no outer whitespace)
+        if tail[:1] == "-" and (len(tail) == 1 or tail[1] == " "):
+            tail = tail[1:].strip()
+        return TestNode(tail, number, outcome)
+    rest = " " + tail
     cm = _COMMENT.search(rest)
     name, comment = (rest[: cm.start()], rest[cm.end() :]) if cm else (rest, "")
     name = name.strip()
     if name == "-" or name.startswith("- "):
         name = name[1:].strip()
-    comment = comment.strip()
-    word, _, tail = comment.partition(" ")
-    key = _directive_key(word)
-    directive = key if key in _DIRECTIVES else None
-    reason = tail if directive else comment
-    duration = _parse_duration(reason)
-    if duration is not None:
-        reason = _TIME.sub("", reason)
-    outcome = _DIRECTIVES.get(directive or "") or (Outcome.PASS if ok else Outcome.FAIL)
-    number = int(m.group(2)) if m.group(2) else None
-    return _Result(ok, number, name, directive, " ".join(reason.split()), duration, outcome)
+    directive = None
+    reason = ""
+    duration = None
+    if comment:
+        comment = comment.strip()
+        word, _, rest = comment.partition(" ")
+        key = _directive_key(word)
+        directive = key if key in _DIRECTIVES else None
+        reason = rest if directive else comment
+        duration = _parse_duration(reason) if "time=" in reason else None
+        if duration is not None:
+            reason = _TIME.sub("", reason)
+        reason = " ".join(reason.split())
+        outcome = (directive and _DIRECTIVES.get(directive)) or outcome
+    return TestNode(name, number, outcome, directive, reason, duration)
 
 
 def _directive_key(word: str) -> str:
@@ -233,30 +268,31 @@ def _strip_columns(text: str, cols: int) -> str:
     return text[i:]
 
 
-def _combine(own: Outcome | None, kids: list[TestNode], bailed: bool) -> Outcome:
+def _combine(own: Outcome | None, frame: _Frame) -> Outcome:
     """A block's outcome: worst of its children and its own result (kunit's bubbling-up)."""
-    parts = [k.outcome for k in kids]
+    parts = frame.outcomes.copy()
     if own is None:
-        parts.append(Outcome.CRASH)  # its result line never came
-    elif own is not Outcome.PASS or not kids:
-        parts.append(own)  # a plain "ok" parent takes its children's verdict
-    if bailed:
-        parts.append(Outcome.FAIL)
+        parts.add(Outcome.CRASH)  # its result line never came
+    elif own is not Outcome.PASS or not frame.n:
+        parts.add(own)  # a plain "ok" parent takes its children's verdict
+    if frame.bailed is not None:
+        parts.add(Outcome.FAIL)
+    if len(parts) == 1:
+        return next(iter(parts))
     return worst(parts, default=Outcome.SKIP)
 
 
-def _sum_durations(kids: Iterable[TestNode]) -> float | None:
-    times = [k.duration for k in kids if k.duration is not None]
-    return sum(times) if times else None
-
-
 class KtapParser:
-    """Streaming parser: ``feed(line)`` repeatedly, then ``finish()``."""
+    """Parser: ``feed(line)`` repeatedly, then ``finish()``. With *on_test*, each completed
+    test goes there and no tree is built (unless *keep*): a streaming parse."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_test: OnTest | None = None, *, keep: bool | None = None) -> None:
+        self._on_test = on_test
+        self._keep = on_test is None if keep is None else keep
         self._stack: list[_Frame] = [_Frame(hdr=(0, 0))]
         self._started = False
-        self._ended = False
+        self._done = False  # the end marker was seen, or finish() was called
+        self._widths: dict[str, Ind] = {}
         self._prefix: re.Pattern[str] | None = None
         self._version: str | None = None
         self._totals: dict[int, dict[str, int]] = {}
@@ -264,43 +300,79 @@ class KtapParser:
         self._result: Parsed | None = None
         self._at_end = False
         self._missing = 0  # synthesised "missing" nodes so far
+        self._errors: list[str] = []  # streaming: the errors of tests no tree keeps
 
     # -- input ------------------------------------------------------------------------------
 
     def feed(self, line: str) -> None:
         """Consume one line (with or without its newline)."""
+        # The hot path (one call per line of output, a million lines a run): kept inline.
         self._lineno += 1
-        if self._ended or self._result is not None:
+        if self._done:
             return
         try:
-            self._feed(line)
+            text = line.rstrip()
+            if text[:1] == "[" and (m := _TIMESTAMP.match(text)) is not None:
+                text = text[m.end() :]
+            if self._prefix is not None and (pm := self._prefix.match(text)):
+                text = text[pm.end() :]
+            if not self._started:
+                started = self._before_start(text)
+                if started is None:
+                    return
+                text = started
+            if text[:1] == "#":
+                ind, body, rest = self._measure(text)
+                first = body[:1]
+            else:
+                body = text.lstrip()
+                first = body[:1]
+                if first not in _MATTERS and not self._keep:
+                    return  # plain text: only a tree keeps it
+                if first in _END_FIRST and _END.match(text):
+                    self._done = True
+                    return
+                rest = text
+                if body is text:  # lstrip() returns the same string when nothing was stripped
+                    ind = _FLUSH
+                else:
+                    ws = text[: len(text) - len(body)]
+                    ind = self._widths.get(ws) or self._width(ws)
+            # Each line kind starts with its own character: try only what can match.
+            if first == "o" or first == "n":
+                if r := _parse_result(body):
+                    self._on_result(ind, r)
+                    return
+            elif first == "#":
+                word = body[1:].lstrip()[:8]
+                if word == "Subtest:" and (m := _SUBTEST.fullmatch(body)):
+                    self._on_header(ind, "subtest", m.group(1).strip())
+                    return
+                if word[:6] not in _SPECIAL and not self._keep:
+                    return  # a diagnostic: only a tree keeps it
+            elif first == "1":
+                if m := _PLAN.fullmatch(body):
+                    self._on_plan(ind, int(m.group(1)), (m.group(2) or "").strip())
+                    return
+            elif (first == "K" or first == "T") and (m := _VERSION.fullmatch(body)):
+                self._on_version(ind, m.group(1), int(m.group(2)))
+                return
+            if self._keep or first == "B" or first == "#":
+                self._on_diag(ind, body, rest)
         except Exception as e:  # a parser bug must not lose a test run's verdict
             log.exception("ktap: internal error on line %d", self._lineno)
-            self._stack[-1].errors.append(f"line {self._lineno}: internal parser error: {e!r}")
+            self._stack[-1].error(f"line {self._lineno}: internal parser error: {e!r}")
 
-    def _feed(self, line: str) -> None:
-        text = line.rstrip()
-        m = _TIMESTAMP.match(text)
-        if m is not None:
-            text = text[m.end() :]
-        if self._prefix is not None and (pm := self._prefix.match(text)):
-            text = text[pm.end() :]
-        if not self._started:
-            self._before_start(text)
-        elif _END.match(text):
-            self._ended = True
-        else:
-            self._dispatch(text)
-
-    def _before_start(self, text: str) -> None:
+    def _before_start(self, text: str) -> str | None:
+        """Look for the start of the output; the line to parse as such, if it is one."""
         m = _VERSION_ANY.search(text)
         if m is None:
             if _PLAN.fullmatch(text):  # TAP 12: no version line, a plan starts it
                 self._started = True
-                self._dispatch(text)
-            else:
+                return text
+            if self._keep:
                 self._stack[0].log.append(text)
-            return
+            return None
         self._started = True
         residual = text[: m.start()]
         if residual.strip(" \t#"):
@@ -309,15 +381,23 @@ class KtapParser:
             self._prefix = _prefix_shape(residual)
             text = text[len(residual) :]
         elif "#" in residual:
-            self._dispatch(text)  # "# TAP version": a kselftest block without the runner's header
-            return
+            return text  # "# TAP version": a kselftest block without the runner's header
         root = self._stack[0]
-        root.hdr = (0, len(residual))
+        root.hdr = root.eff = (0, len(residual))
         root.version = self._version = f"{m.group(1)} version {m.group(2)}"
         self._check_version(m.group(1), int(m.group(2)), root)
+        return None
+
+    def _width(self, ws: str) -> Ind:
+        # A tab is 8 columns: a tab here and 8 spaces there are one level.
+        ind = (0, len(ws.expandtabs(8)))
+        if len(self._widths) < 64:  # a few indentations repeat over a whole log
+            self._widths[ws] = ind
+        return ind
 
     def _measure(self, text: str) -> tuple[Ind, str, str]:
-        """Split a line into its indentation, its body and its text at that level."""
+        """Split a line that starts with "#" into its indentation, its body and its text at
+        that level (kselftest's "# " prefixes, one per level, peeled off)."""
         depth = self._stack[-1].hdr[0]
         k = pos = 0
         while k < depth and (text.startswith("# ", pos) or text[pos:] == "#"):
@@ -327,28 +407,14 @@ class KtapParser:
         if rest.startswith("# ") and _VERSION.fullmatch(rest[2:]):
             return (k + 1, 0), rest[2:], rest[2:]  # kselftest nesting: one level deeper
         body = rest.lstrip()
-        # A tab is 8 columns: a block indented with a tab here, 8 spaces there is one level.
         width = len(rest[: len(rest) - len(body)].expandtabs(8))
         return (k, width), body, rest
-
-    def _dispatch(self, text: str) -> None:
-        ind, body, rest = self._measure(text)
-        if m := _VERSION.fullmatch(body):
-            self._on_version(ind, m.group(1), int(m.group(2)))
-        elif m := _SUBTEST.fullmatch(body):
-            self._on_header(ind, "subtest", m.group(1).strip())
-        elif m := _PLAN.fullmatch(body):
-            self._on_plan(ind, int(m.group(1)), (m.group(2) or "").strip())
-        elif r := _parse_result(body):
-            self._on_result(ind, r)
-        else:
-            self._on_diag(ind, body, rest)
 
     # -- headers ----------------------------------------------------------------------------
 
     def _check_version(self, kind: str, num: int, frame: _Frame) -> None:
         if (kind, num) not in _SUPPORTED:
-            frame.errors.append(f"line {self._lineno}: unsupported version {kind} version {num}")
+            frame.error(f"line {self._lineno}: unsupported version {kind} version {num}")
 
     def _on_version(self, ind: Ind, kind: str, num: int) -> None:
         version = f"{kind} version {num}"
@@ -379,7 +445,7 @@ class KtapParser:
         elif is_root and kind != "subtest" and (top.plan is None or top.count >= top.plan):
             frame = self._new_segment(top)  # another TAP stream appended (one per make target)
         elif kind == "plan":
-            top.errors.append(f"line {self._lineno}: unexpected plan line 1..{value}")
+            top.error(f"line {self._lineno}: unexpected plan line 1..{value}")
             return None
         else:
             frame = self._open(ind)  # unindented nesting
@@ -397,23 +463,23 @@ class KtapParser:
     def _attachable(top: _Frame, kind: str, is_root: bool) -> bool:
         if kind == "plan":
             return top.plan is None
-        if top.children:
+        if top.n:
             return False
         if kind == "version":
             return top.version is None and top.plan is None
         return not is_root and not top.name
 
     def _new_segment(self, root: _Frame) -> _Frame:
-        self._fill_missing(root, Outcome.CRASH)
+        self._fill_missing(root, 0, Outcome.CRASH)
         root.plan = None
-        root.seg_start = len(root.children)
+        root.seg_start = root.n
         root.next_num = 1
         return root
 
     def _open(self, ind: Ind) -> _Frame | None:
         parent = self._stack[-1]
         if len(self._stack) >= MAX_DEPTH:
-            parent.errors.append(f"line {self._lineno}: nesting deeper than {MAX_DEPTH}")
+            parent.error(f"line {self._lineno}: nesting deeper than {MAX_DEPTH}")
             return None
         frame = _Frame(hdr=ind, log=parent.pending, inherited=parent.runner_name)
         parent.pending = []
@@ -423,50 +489,71 @@ class KtapParser:
 
     # -- results ----------------------------------------------------------------------------
 
-    def _on_result(self, ind: Ind, r: _Result) -> None:
-        top = self._stack[-1]
-        if len(self._stack) > 1 and ind < top.eff:
+    def _add(self, frame: _Frame, level: int, node: TestNode) -> None:
+        """A completed test, child of *frame*, which sits at *level* - 1."""
+        frame.n += 1
+        if node.outcome is not frame.last:  # Enum's hash is slow; siblings mostly agree
+            frame.outcomes.add(node.outcome)
+            frame.last = node.outcome
+        if node.duration is not None:
+            frame.duration = node.duration + (frame.duration or 0.0)
+        if self._keep:
+            frame.children.append(node)
+        elif node.errors and len(self._errors) < MAX_ERRORS:
+            label = node.name or f"#{node.number}"
+            self._errors.extend(f"{label}: {e}" for e in node.errors)
+        if self._on_test is not None:
+            self._on_test(level, node)
+
+    def _on_result(self, ind: Ind, r: TestNode) -> None:
+        stack = self._stack
+        top = stack[-1]
+        # (ind is top.kid: the usual case, a sibling's indentation, is one shared object)
+        if ind is not top.kid and len(stack) > 1 and ind < top.eff:
             # Shallower than the open block's children: the result of that block (or of an
             # ancestor, the blocks in between having lost their result lines).
-            while len(self._stack) > 2 and ind < self._stack[-2].eff:
+            while len(stack) > 2 and ind < stack[-2].eff:
                 self._close(None)
             self._close(r, ind)
             return
-        if self._closes_unindented(top, ind, r):
-            self._close(r, ind)
+        if (
+            len(stack) > 1
+            and ind == stack[-2].eff
+            and (
+                (top.name and r.name == top.name)
+                or (top.plan is not None and top.count >= top.plan)
+            )
+        ):
+            self._close(r, ind)  # unindented nesting: this result ends the block
             return
-        if top.kid is None and ind >= top.hdr:
-            top.kid = ind
-        elif ind > top.eff:
-            frame = self._open(ind)  # an indentation-only subtest (TAP 14 allows it)
-            if frame is not None:
-                frame.kid = ind
-                top = frame
-        self._add_leaf(top, r)
-
-    def _closes_unindented(self, top: _Frame, ind: Ind, r: _Result) -> bool:
-        """Unindented nesting: does this result end the block rather than belong to it?"""
-        if len(self._stack) < 2 or ind != self._stack[-2].eff:
-            return False
-        if top.name and r.name == top.name:
-            return True
-        return top.plan is not None and top.count >= top.plan
-
-    def _add_leaf(self, frame: _Frame, r: _Result) -> None:
-        number = self._take_number(frame, r.number)
-        name = r.name or frame.runner_name
-        frame.runner_name = ""
-        node = TestNode(
-            name, number, r.outcome, r.directive, r.reason, r.duration, (), tuple(frame.pending)
-        )
-        frame.pending = []
-        frame.children.append(node)
+        if ind is not top.kid:
+            if top.kid is None and ind >= top.hdr:
+                top.kid = top.eff = ind
+            elif ind > top.eff:
+                frame = self._open(ind)  # an indentation-only subtest (TAP 14 allows it)
+                if frame is not None:
+                    frame.kid = frame.eff = ind
+                    top = frame
+        # The leaf itself.
+        number = r.number
+        if number is None or number == top.next_num:
+            r.number = top.next_num
+            top.next_num += 1
+        else:
+            r.number = self._take_number(top, number)
+        if not r.name:
+            r.name = top.runner_name
+        top.runner_name = ""
+        if top.pending:
+            r.log = tuple(top.pending)
+            top.pending = []
+        self._add(top, len(stack), r)
 
     def _take_number(self, frame: _Frame, number: int | None) -> int:
         if number is None:
             number = frame.next_num
         elif number != frame.next_num:
-            frame.errors.append(
+            frame.error(
                 f"line {self._lineno}: expected test number {frame.next_num} but found {number}"
             )
         frame.next_num = number + 1
@@ -477,47 +564,48 @@ class KtapParser:
         while len(self._stack) > 1 and ind < self._stack[-1].hdr:
             self._close(None)
 
-    def _close(self, r: _Result | None, ind: Ind | None = None) -> None:
+    def _close(self, r: TestNode | None, ind: Ind | None = None) -> None:
         frame = self._stack.pop()
+        level = len(self._stack)  # the closed block's own level
         parent = self._stack[-1]
         if ind is not None and parent.kid is None:
-            parent.kid = ind
+            parent.kid = parent.eff = ind
         if r is None and self._at_end:
-            frame.errors.append("missing result line: output ended (crash or cut off?)")
+            frame.error("missing result line: output ended (crash or cut off?)")
         elif r is None:
-            frame.errors.append(f"line {self._lineno}: missing result line")
+            frame.error(f"line {self._lineno}: missing result line")
         missing = (
             Outcome.TIMEOUT if r is not None and r.outcome is Outcome.TIMEOUT else Outcome.CRASH
         )
-        self._fill_missing(frame, missing)
-        if not frame.children and frame.plan != 0:
-            frame.errors.append("subtest header but no subtest results")
-        kids = frame.children
+        self._fill_missing(frame, level, missing)
+        if not frame.n and frame.plan != 0:
+            frame.error("subtest header but no subtest results")
         name = (r.name if r else "") or frame.name or frame.inherited
         node = TestNode(
             name=name,
             number=self._take_number(parent, r.number if r else None),
-            outcome=_combine(r.outcome if r else None, kids, frame.bailed is not None),
+            outcome=_combine(r.outcome if r else None, frame),
             directive=r.directive if r else None,
             reason=(r.reason if r else "") or frame.plan_reason,
-            duration=r.duration if r and r.duration is not None else _sum_durations(kids),
-            children=tuple(kids),
+            duration=r.duration if r and r.duration is not None else frame.duration,
+            children=tuple(frame.children),
             log=tuple(frame.log + frame.pending),
             errors=tuple(frame.errors),
         )
         parent.runner_name = ""
-        parent.children.append(node)
+        self._add(parent, level, node)
 
-    def _fill_missing(self, frame: _Frame, outcome: Outcome) -> None:
-        """Planned tests that never reported: kunit's "missing expected subtest!" (CRASH)."""
+    def _fill_missing(self, frame: _Frame, level: int, outcome: Outcome) -> None:
+        """Planned tests that never reported: kunit's "missing expected subtest!" (CRASH).
+        *level* is the frame's own (0 for the root)."""
         if frame.plan is None:
             return
         have = frame.count
         if have > frame.plan:
-            frame.errors.append(f"plan 1..{frame.plan} but {have} results")
+            frame.error(f"plan 1..{frame.plan} but {have} results")
         if have >= frame.plan or frame.bailed is not None:
             return
-        frame.errors.append(f"plan 1..{frame.plan} but only {have} results: missing subtests")
+        frame.error(f"plan 1..{frame.plan} but only {have} results: missing subtests")
         room = max(0, MAX_MISSING_TOTAL - self._missing)
         listed = min(frame.plan - have, MAX_MISSING, room)
         self._missing += listed
@@ -525,19 +613,23 @@ class KtapParser:
             name = frame.runner_name if i == have + 1 else ""
             frame.runner_name = ""
             errors = ("missing expected subtest",)
-            frame.children.append(TestNode(name, i, outcome, errors=errors))
+            self._add(frame, level + 1, TestNode(name, i, outcome, errors=errors))
         if frame.plan - have > listed:
-            frame.errors.append(f"only the first {listed} missing subtests are listed")
+            frame.error(f"only the first {listed} missing subtests are listed")
 
     # -- diagnostics ------------------------------------------------------------------------
 
     def _on_diag(self, ind: Ind, body: str, rest: str) -> None:
         top = self._stack[-1]
-        base = top.eff[1] if ind[0] == top.eff[0] else 0
-        top.pending.append(_strip_columns(rest, min(ind[1], base)))
-        if m := _BAIL.fullmatch(body):
+        if self._keep:
+            base = top.eff[1] if ind[0] == top.eff[0] else 0
+            top.pending.append(_strip_columns(rest, min(ind[1], base)))
+        first = body[:1]
+        if first == "B" and (m := _BAIL.fullmatch(body)):
             top.bailed = m.group(1)
-            top.errors.append(f"line {self._lineno}: Bail out! {m.group(1)}".rstrip())
+            top.error(f"line {self._lineno}: Bail out! {m.group(1)}".rstrip())
+        elif first != "#":
+            return
         elif m := _RUNNER_NAME.fullmatch(body):
             top.runner_name = m.group(1)
         elif m := _TOTALS.fullmatch(body):
@@ -551,6 +643,7 @@ class KtapParser:
         """End of input: close what is open (as crashed) and return the tree."""
         if self._result is None:
             self._result = self._finish()
+            self._done = True
         return self._result
 
     def _finish(self) -> Parsed:
@@ -559,32 +652,33 @@ class KtapParser:
             self._close(None)
         root = self._stack[0]
         if not self._started:
-            root.errors.append("could not find any KTAP output")
+            root.error("could not find any KTAP output")
             outcome = Outcome.ERROR
         else:
-            self._fill_missing(root, Outcome.CRASH)
-            if root.children or root.plan is not None:
-                own = Outcome.SKIP if not root.children else Outcome.PASS
+            self._fill_missing(root, 0, Outcome.CRASH)
+            if root.n or root.plan is not None:
+                own = Outcome.SKIP if not root.n else Outcome.PASS
             else:
                 # Only a version line: the program died after its header, it did not skip.
                 own = Outcome.CRASH
-            if not root.children:
-                root.errors.append("no tests run")
-            outcome = _combine(own, root.children, root.bailed is not None)
+            if not root.n:
+                root.error("no tests run")
+            outcome = _combine(own, root)
         node = TestNode(
             name="",
             number=None,
             outcome=outcome,
             reason=root.plan_reason,
-            duration=_sum_durations(root.children),
+            duration=root.duration,
             children=tuple(root.children),
             log=tuple(root.log + root.pending),
             errors=tuple(root.errors),
         )
         errors = [f"(run): {e}" for e in node.errors]
         errors += [f"{label}: {e}" for label, n in _labelled(node) for e in n.errors]
+        errors += self._errors
         totals = self._totals[min(self._totals)] if self._totals else None
-        return Parsed(node, self._version, tuple(errors), totals, outcome)
+        return Parsed(node, self._version, tuple(errors), totals, outcome, root.n)
 
 
 def _labelled(root: TestNode) -> Iterator[tuple[str, TestNode]]:
@@ -596,10 +690,12 @@ def _labelled(root: TestNode) -> Iterator[tuple[str, TestNode]]:
         stack.extend((f"{label}/{c.name or f'#{c.number}'}", c) for c in reversed(node.children))
 
 
-def parse_lines(lines: Iterable[str]) -> Parsed:
-    parser = KtapParser()
+def parse_lines(lines: Iterable[str], on_test: OnTest | None = None) -> Parsed:
+    """Parse *lines*; with *on_test*, streaming (see ``KtapParser``)."""
+    parser = KtapParser(on_test)
+    feed = parser.feed
     for line in lines:
-        parser.feed(line)
+        feed(line)
     return parser.finish()
 
 

@@ -12,14 +12,14 @@ booted, the executor was lost). An "error" run says nothing about the series in 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from patchci.crash import Crash
-from patchci.ktap import Parsed, TestNode
+from patchci.ktap import TestNode
 from patchci.model import Outcome, worst
 
 RUN_RUNNING, RUN_DONE, RUN_ERROR = "running", "done", "error"
@@ -172,36 +172,41 @@ class Executor(Protocol):
     ) -> RunResult: ...
 
 
-# -- KTAP tree → subtests ------------------------------------------------------------------
+# -- KTAP stream → subtests ----------------------------------------------------------------
 
 
-def test_root(parsed: Parsed) -> TestNode:
-    """The node whose children are the test's own subtests: the kselftest runner wraps one
-    program's output in a "selftests: dir: prog" node, which is skipped."""
-    root = parsed.root
-    if len(root.children) == 1 and _RUNNER_NODE.fullmatch(root.children[0].name):
-        return root.children[0]
-    return root
+class SubtestCollector:
+    """The ``on_test`` of a streaming KTAP parse: keeps each completed test as a `Subtest`
+    row (the parser keeps nothing), named by its path. Tests come in post-order (a block
+    after its subtests); `subtests()` gives them in pre-order, unnamed ones as "#<number>".
+    The kselftest runner wraps one program's output in a "selftests: dir: prog" node,
+    which is left out: its children are the test's own subtests."""
 
+    def __init__(self) -> None:
+        # Completed tests waiting for their parent, per level: (path below it, node).
+        self._levels: list[list[tuple[tuple[str, ...], Subtest]]] = [[], []]
 
-def subtests_of(node: TestNode) -> tuple[Subtest, ...]:
-    """Every descendant of *node*, pre-order, unnamed ones called "#<number>"."""
-    out = []
-    for path, child in _named_walk(node):
-        out.append(Subtest("/".join(path), len(path), path[-1], child.outcome, child.duration))
-    return tuple(out)
+    def __call__(self, level: int, node: TestNode) -> None:
+        levels = self._levels
+        while len(levels) <= level + 1:
+            levels.append([])
+        label = node.name or f"#{node.number}"
+        row = Subtest("", 0, label, node.outcome, node.duration)
+        kids = levels[level + 1]
+        bucket = levels[level]
+        bucket.append(((label,), row))
+        if kids:
+            bucket.extend(((label, *path), sub) for path, sub in kids)
+            levels[level + 1] = []
 
-
-def _named_walk(node: TestNode) -> Iterator[tuple[tuple[str, ...], TestNode]]:
-    def label(n: TestNode) -> str:
-        return n.name or f"#{n.number}"
-
-    stack: list[tuple[tuple[str, ...], TestNode]]
-    stack = [((label(c),), c) for c in reversed(node.children)]
-    while stack:
-        path, cur = stack.pop()
-        yield path, cur
-        stack.extend(((*path, label(c)), c) for c in reversed(cur.children))
+    def subtests(self) -> tuple[Subtest, ...]:
+        rows = self._levels[1]
+        tops = [path for path, _ in rows if len(path) == 1]
+        skip = 1 if len(tops) == 1 and _RUNNER_NODE.fullmatch(rows[0][1].name) else 0
+        return tuple(
+            replace(sub, path="/".join(path[skip:]), depth=len(path) - skip)
+            for path, sub in rows[skip:]
+        )
 
 
 def merge_retry(first: Iterable[Subtest], retry: Iterable[Subtest]) -> tuple[Subtest, ...]:

@@ -34,11 +34,10 @@ from patchci.executor.base import (
     RUN_ERROR,
     CrashRef,
     RunResult,
+    SubtestCollector,
     TestResult,
     TestSpec,
     namify,
-    subtests_of,
-    test_root,
 )
 from patchci.executor.guesttools import absent_tools, install_hint, missing_commands
 from patchci.executor.kbuild import (
@@ -308,8 +307,8 @@ class KernelVmExecutor:
             found += detect(tr.kmemleak.read_text(errors="replace").splitlines(),
                             self.crash_config)  # fmt: skip
         crashes = tuple(CrashRef.from_crash(c) for c in found)
-        text = tr.output.read_text(encoding="utf-8", errors="replace")
-        parsed = ktap.parse_text(text)
+        collector = SubtestCollector()
+        parsed = _parse_file(tr.output, collector)
         died = not tr.timed_out and tr.exit_code is None
         vmrun = VmRun(
             exit_code=tr.exit_code, output_path=tr.output, console_path=session.console_path,
@@ -321,11 +320,10 @@ class KernelVmExecutor:
         outcome, note = judge(vmrun, parsed, crashes, cut_by_deadline=False)
         if tr.test.command == KUNIT_COMMAND and parsed.version is None and outcome is Outcome.PASS:
             outcome, note = Outcome.ERROR, "no KUnit results in the kernel log (CONFIG_KUNIT?)"
-        absent = missing_commands(text) if outcome is Outcome.FAIL else []
+        absent = missing_commands(_read(tr.output)) if outcome is Outcome.FAIL else []
         if absent:  # the host (so the guest) lacks a tool: ours, not the patch's
             outcome, note = Outcome.ERROR, f"missing on the executor: {install_hint(absent)}"
-        return Attempt(outcome, tr.duration, subtests_of(test_root(parsed)), crashes,
-                       tr.output, note)  # fmt: skip
+        return Attempt(outcome, tr.duration, collector.subtests(), crashes, tr.output, note)
 
     # -- reproduce ----------------------------------------------------------------------
 
@@ -369,6 +367,24 @@ class KernelVmExecutor:
             lines.append(f"vng --run ../build/{IMAGE}{kvm} --cpus {o.cpus} --memory {o.memory} "
                          f"--user root --rwdir=$PWD -- ./run_kselftest.sh{sel}")  # fmt: skip
         return "\n".join(lines) + "\n"
+
+
+def _parse_file(path: Path, on_test: ktap.OnTest) -> ktap.Parsed:
+    """A guest's output, parsed as it is read (streaming: a test may print millions of
+    lines); a file that is not there reads as empty. newline="": lines end at \n, \r\n
+    and \r, as parse_text splits them."""
+    try:
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            return ktap.parse_lines(f, on_test)
+    except FileNotFoundError:
+        return ktap.parse_lines((), on_test)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def judge(

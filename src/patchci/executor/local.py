@@ -34,12 +34,11 @@ from patchci.executor.base import (
     CrashRef,
     RunResult,
     Subtest,
+    SubtestCollector,
     TestResult,
     TestSpec,
     merge_retry,
     namify,
-    subtests_of,
-    test_root,
 )
 from patchci.model import Outcome, worst
 from patchci.sandbox import Sandbox
@@ -82,7 +81,7 @@ def verdict(parsed: ktap.Parsed, exit_code: int | None, crashed: bool) -> Outcom
     (not ignored) kernel splat showed up in its output."""
     if exit_code is None:
         base = Outcome.TIMEOUT
-    elif not parsed.root.children and (parsed.version is None or exit_code != 0):
+    elif not parsed.top_level and (parsed.version is None or exit_code != 0):
         # No results (no KTAP, or a header and nothing else): the exit status tells. A
         # program killed by SIGSEGV after its header (139) failed; it did not skip.
         base = {0: Outcome.PASS, KSFT_SKIP: Outcome.SKIP}.get(exit_code, Outcome.FAIL)
@@ -208,7 +207,8 @@ class LocalExecutor:
         return attempts_result(self.name, spec, attempts, self._cmd(spec))
 
     def _attempt(self, spec: TestSpec, worktree: Path, log_path: Path) -> Attempt:
-        parser = ktap.KtapParser()
+        collector = SubtestCollector()
+        parser = ktap.KtapParser(collector)  # streaming: the log itself is in log_path
         detector = CrashDetector(self.crash_config)
 
         def on_line(line: str) -> None:
@@ -237,8 +237,7 @@ class LocalExecutor:
         crashes = tuple(CrashRef.from_crash(c) for c in detector.finish())
         crashed = any(not c.ignored for c in crashes)
         outcome = verdict(parsed, rc, crashed)
-        subtests = subtests_of(test_root(parsed))
-        return Attempt(outcome, duration, subtests, crashes, log_path, note)
+        return Attempt(outcome, duration, collector.subtests(), crashes, log_path, note)
 
     # -- helpers ----------------------------------------------------------------------------
 
