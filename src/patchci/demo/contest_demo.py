@@ -35,6 +35,7 @@ from patchci.git import Git
 from patchci.model import Outcome
 from patchci.report.console import plain
 from patchci.report.contest import REGRESSION, ContestSummary
+from patchci.sandbox import Sandbox
 from patchci.service.contest import (
     ContestRun,
     branch_table,
@@ -86,11 +87,13 @@ def vm_note() -> str:
     return f"running locally (no VM): {reason} (a VM could run them, skipped for speed)"
 
 
-def _executor(work: Path, name: str) -> LocalExecutor:
-    # A fresh state directory per branch: the flaky test fails once on each.
-    return LocalExecutor(
-        "local", retries=1, timeout=60, env={STATE_ENV: str(work / "state" / name)}
-    )
+def demo_executor(work: Path, name: str, sandbox: Sandbox) -> LocalExecutor:
+    """The demo's tests are patch code too: sandboxed like the daemon's. A fresh state
+    directory per branch (the flaky test fails once on each), writable in the sandbox."""
+    state = work / "state" / name
+    state.mkdir(parents=True, exist_ok=True)
+    return LocalExecutor("local", retries=1, timeout=60, env={STATE_ENV: str(state)},
+                         sandbox=sandbox, writable=(state,))  # fmt: skip
 
 
 def run_contest(
@@ -107,16 +110,17 @@ def run_contest(
     breaker = store.find_series(src.name, str(pw_id))
     results = ResultsStore(store.engine)
     stream, work = demo_stream(), root / "contest"
+    sandbox = settings.untrusted()
     tests = selftest_specs(tree_path, stream.base_branch, TESTS_DIR, timeout=60)
     base_time = now - timedelta(hours=stream.every_hours)
     baseline = cut_and_run(
         store, results, tree_path=tree_path, tree=TREE, stream=stream,
-        executor=_executor(work, "baseline"), tests=tests, now=base_time, work_dir=work,
+        executor=demo_executor(work, "baseline", sandbox), tests=tests, now=base_time, work_dir=work,
         include=(),
     )  # fmt: skip
     branch = cut_and_run(
         store, results, tree_path=tree_path, tree=TREE, stream=stream,
-        executor=_executor(work, "branch"), tests=tests, now=now, work_dir=work,
+        executor=demo_executor(work, "branch", sandbox), tests=tests, now=now, work_dir=work,
     )  # fmt: skip
     name = branch.manifest.name
     summary = contest_summary(results, name)
@@ -127,7 +131,9 @@ def run_contest(
     def probe(ex: str, label: str, commit: str, keys: Sequence[tuple[str, str]],
               out: Path) -> RunResult:  # fmt: skip
         only = [t for t in tests if t.key in keys]
-        return run_tests(Git(tree_path), label, commit, _executor(work, label), only, out)
+        return run_tests(
+            Git(tree_path), label, commit, demo_executor(work, label, sandbox), only, out
+        )
 
     found = search_branch(store, results, searches, name, tree_path, probe, work, Budget(),
                           worker_id(store))  # fmt: skip

@@ -114,16 +114,31 @@ def _as_expected(
     return True
 
 
+COMPACT = {"tree_selection": "route", "signed_off_by": "SoB", "fixes_tag": "Fixes",
+           "series_format": "format", "cc_maintainers": "Cc"}  # fmt: skip
+# Below this many columns the one-column-per-check grid does not fit: rich shrank the
+# sample column to nothing at <= 110. The checks then share one folded column.
+WIDE = 132
+
+
 def _series_table(
-    store: Store, samples: Sequence[Sample], pw_ids: Sequence[int], defaults: dict[str, str]
+    store: Store,
+    samples: Sequence[Sample],
+    pw_ids: Sequence[int],
+    defaults: dict[str, str],
+    width: int = WIDE,
 ) -> tuple[Table, int]:
+    wide = width >= WIDE
     t = Table(title="Sample series through the pipeline", title_justify="left")
-    t.add_column("sample", overflow="fold", min_width=22)
-    t.add_column("state", no_wrap=True)
+    t.add_column("sample", overflow="fold", min_width=22 if wide else 16, ratio=None if wide else 2)
+    t.add_column("state", no_wrap=wide, overflow="fold")
     t.add_column("tree", no_wrap=True)
-    for c in CHECKS:
-        t.add_column(SHORT.get(c, c), no_wrap=True)
-    t.add_column("as expected", no_wrap=True)
+    if wide:
+        for c in CHECKS:
+            t.add_column(SHORT.get(c, c), no_wrap=True)
+    else:
+        t.add_column("checks", overflow="fold", ratio=3)
+    t.add_column("as expected" if wide else "ok?", no_wrap=True)
     bad = 0
     for sample, pw_id in zip(samples, pw_ids, strict=True):
         sid = store.find_series(SOURCE, str(pw_id))
@@ -138,6 +153,13 @@ def _series_table(
         cells = [
             outcome_text(verdicts[c]) if c in verdicts else Text("-", style="dim") for c in CHECKS
         ]
+        if not wide:
+            joined = Text()
+            for c, cell in zip(CHECKS, cells, strict=True):
+                joined.append(f"{COMPACT.get(c, c)}:")
+                joined.append_text(cell)
+                joined.append(" ")
+            cells = [joined]
         t.add_row(
             plain(sample.label),
             plain(state),
@@ -224,7 +246,8 @@ def run_demo(root: Path, *, fresh: bool = True) -> int:
                 "kernel-doc: no kernel source tarball installed, kdoc skips "
                 "(apt-get install linux-source-6.1)"
             )
-        table, bad = _series_table(store, samples, pw_ids, {"kdoc": "pass" if has_kdoc else "skip"})
+        defaults = {"kdoc": "pass" if has_kdoc else "skip"}
+        table, bad = _series_table(store, samples, pw_ids, defaults, console.width)
         console.print(table)
         console.print(_patchwork_table(emu, pw_ids))
         from patchci.demo.contest_demo import run_contest_demo

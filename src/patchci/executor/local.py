@@ -110,6 +110,7 @@ class LocalExecutor:
         crash_config: CrashConfig = DEFAULT_CONFIG,
         clock: Callable[[], datetime] = now,
         sandbox: Sandbox | None = None,
+        writable: Sequence[Path] = (),
     ) -> None:
         self.name = name
         self.build_command = tuple(build_command) if build_command else None
@@ -122,6 +123,7 @@ class LocalExecutor:
         self.crash_config = crash_config
         self.clock = clock
         self.sandbox = sandbox  # the branch's build and tests are patch code
+        self.writable = tuple(writable)  # besides the worktree and logs, for the tests
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -224,7 +226,7 @@ class LocalExecutor:
             rc = proc.stream(
                 spec.argv, on_line, cwd=self._cwd(spec, worktree), timeout=timeout,
                 env=self.env, log_path=log_path, sandbox=self.sandbox,
-                writable=(worktree, log_path.parent),
+                writable=(worktree, log_path.parent, *self.writable),
             )  # fmt: skip
         except CommandTimeout:
             rc, note = None, f"killed after {timeout:g}s"
