@@ -5,17 +5,19 @@ from __future__ import annotations
 import sys
 from itertools import takewhile
 
-from bench import ktap, latency, parsers, scaling, verdicts, vms, web, worktrees
+from bench import faults, ktap, latency, parsers, scaling, verdicts, vms, web, worktrees
 
 
 def main(argv: list[str]) -> int:
     benches = {"parsers": parsers.main, "ktap": ktap.main, "scaling": scaling.main, "web": web.main,
                "worktrees": worktrees.main, "latency": latency.main,
-               "vms": vms.main, "verdicts": verdicts.main}  # fmt: skip
+               "vms": vms.main, "verdicts": verdicts.main,
+               "faults": faults.main}  # fmt: skip
     # Names come first; any flags after them are the benchmark's own (web reads them).
-    # vms needs a built kernel (--kernel, --kselftest), verdicts takes ~45 min: by name
+    # vms needs a built kernel (--kernel, --kselftest), verdicts takes ~45 min, faults
+    # (kill campaign) ~10 min: by name
     names = list(takewhile(lambda a: not a.startswith("-"), argv)) or [
-        n for n in benches if n not in ("vms", "verdicts")
+        n for n in benches if n not in ("vms", "verdicts", "faults")
     ]
     for name in names:
         if name not in benches:
