@@ -141,3 +141,44 @@ def test_a_missing_program_in_the_sandbox_is_tool_missing(tmp_path: Path) -> Non
 
     with pytest.raises(ToolMissing):
         proc.run(["no-such-tool-xyz"], cwd=tmp_path, sandbox=Sandbox(bwrap=shutil.which("bwrap")))
+
+
+def _kept_context(tmp_path: Path, sandbox: Sandbox | None, wt: Path) -> object:
+    from patchci.checks.base import CheckContext
+    from patchci.model import Tree
+    from tests.gitrepo import make_series
+
+    return CheckContext(make_series(["[PATCH] x"]), Tree("t", str(tmp_path / "repo")), wt,
+                        "main", (), None, {}, tmp_path / "logs", sandbox=sandbox)  # fmt: skip
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_a_check_cannot_change_the_worktree_the_next_check_reads(
+    tmp_path: Path, isolated: bool
+) -> None:
+    """A patched script (checkpatch.pl, kernel-doc) ran with the kept worktree writable: it
+    could rewrite what the next check reads, and its files stayed for the next series. In
+    bwrap the worktree is now read-only to it; without bwrap what it writes is cleaned at
+    the next reset (the reset skips `git clean` only when nothing but git wrote there)."""
+    from patchci.checks.base import CheckContext
+    from tests.gitrepo import make_repo
+
+    git = make_repo(tmp_path / "repo", {"a.c": "int a;\n"})
+    base = git.rev_parse("main")
+    assert base is not None
+    (tmp_path / "logs").mkdir()
+    sandbox = Sandbox(bwrap=_bwrap()) if isolated else Sandbox()
+    root = tmp_path / "wts"
+    with git.reused_worktree(base, root, git_writes_only=True) as wt:
+        ctx = _kept_context(tmp_path, sandbox, wt.repo)
+        assert isinstance(ctx, CheckContext)
+        res = ctx.run(["sh", "-c", "echo evil > a.c; echo x > dropped.o; cat a.c"])
+        if isolated:
+            assert "Read-only file system" in res.stderr and res.stdout == "int a;\n"
+            assert not (wt.repo / "dropped.o").exists()
+        else:
+            assert (wt.repo / "dropped.o").exists()
+        assert (ctx.log_dir).is_dir()
+    with git.reused_worktree(base, root, git_writes_only=True) as wt:
+        assert (wt.repo / "a.c").read_text() == "int a;\n"
+        assert not (wt.repo / "dropped.o").exists()

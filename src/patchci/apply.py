@@ -91,7 +91,10 @@ def apply_series(
     yielded = False
     try:
         worktree = (
-            scratch.reused_worktree(sha, reuse) if reuse else scratch.scratch_worktree(sha, path)
+            # git_writes_only: the checks' commands see it read-only, or say they wrote
+            scratch.reused_worktree(sha, reuse, git_writes_only=True)
+            if reuse
+            else scratch.scratch_worktree(sha, path)
         )
         with worktree as wt:
             try:

@@ -64,6 +64,7 @@ def _prepare(
     sandbox: Sandbox | None,
     writable: Sequence[Path],
     readable: Sequence[Path],
+    read_only: Sequence[Path] = (),
 ) -> tuple[dict[str, str], list[str]]:
     """The environment and argv to start: ours, or the sandbox's for untrusted code."""
     if sandbox is None:
@@ -81,7 +82,8 @@ def _prepare(
     )
     if not found:
         raise ToolMissing(prog)
-    wrapped = sandbox.argv(args, sb_env, cwd=where, writable=writable, readable=readable)
+    wrapped = sandbox.argv(args, sb_env, cwd=where, writable=writable, readable=readable,
+                           read_only=read_only)  # fmt: skip
     return sb_env, wrapped
 
 
@@ -148,18 +150,20 @@ def run(
     sandbox: Sandbox | None = None,
     writable: Sequence[Path] = (),
     readable: Sequence[Path] = (),
+    read_only: Sequence[Path] = (),
 ) -> Completed:
     """Run *argv* and return its output; raise CommandTimeout when it outlives *timeout*.
 
     *env* is added to a C-locale copy of our environment, or with a *sandbox* (untrusted
-    code) to a minimal one, *writable*/*readable* naming what the command may see. With
+    code) to a minimal one, *writable*/*readable*/*read_only* naming what the command may
+    see (Sandbox.argv). With
     *log_path*, the command line and its whole output are written there too.
     """
     args = [str(a) for a in argv]
     if not args:
         raise ValueError("empty argv")
     log.debug("$ %s%s", shlex.join(args), f"  (cwd={cwd})" if cwd else "")
-    full_env, popen_args = _prepare(args, cwd, env, sandbox, writable, readable)
+    full_env, popen_args = _prepare(args, cwd, env, sandbox, writable, readable, read_only)
     start = time.monotonic()
     try:
         p = subprocess.Popen(

@@ -59,9 +59,11 @@ class Sandbox:
         cwd: Path | None,
         writable: Sequence[Path] = (),
         readable: Sequence[Path] = (),
+        read_only: Sequence[Path] = (),
     ) -> list[str]:
         """*argv* wrapped in bwrap (unchanged without it). *writable* and *readable* are
-        bound back where a hidden path covers them; the cwd is always writable."""
+        bound back where a hidden path covers them; the cwd is writable unless it is in
+        *read_only*, which are bound read-only wherever they are."""
         if self.bwrap is None:
             return list(argv)
         hidden = [p for p in self.hide if p.exists()]
@@ -72,13 +74,17 @@ class Sandbox:
         def covered(p: Path) -> bool:
             return any(p == h or h in p.parents for h in hidden if h.is_dir())
 
-        rw = [p for p in dict.fromkeys([*([cwd] if cwd else []), *writable]) if p.exists()]
+        ro = [p for p in dict.fromkeys(read_only) if p.exists()]
+        rw = [p for p in dict.fromkeys([*([cwd] if cwd else []), *writable])
+              if p.exists() and p not in ro]  # fmt: skip
         for p in [r for r in dict.fromkeys(readable) if r.exists() and r not in rw]:
-            if covered(p):
+            if covered(p) and p not in ro:
                 out += ["--ro-bind", str(p), str(p)]
         for p in rw:
             if covered(p):
                 out += ["--bind", str(p), str(p)]
+        for p in ro:
+            out += ["--ro-bind", str(p), str(p)]
         out += ["--unshare-pid", "--proc", "/proc", "--die-with-parent", "--clearenv"]
         if not self.network:
             out.append("--unshare-net")

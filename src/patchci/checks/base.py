@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from patchci import proc
 from patchci.errors import CommandTimeout, ConfigError, InfraError, ToolMissing
+from patchci.git import touched
 from patchci.model import CheckResult, Outcome, Patch, Scope, Series, Tree
 from patchci.routing import Route
 from patchci.sandbox import Sandbox
@@ -99,13 +100,18 @@ class CheckContext:
         timeout: float | None = None,
         writable: Sequence[Path] = (),
     ) -> proc.Completed:
-        """Run a command of the check, in the sandbox: it sees the worktree (and the
-        repository's objects), the check's log directory and *writable*."""
+        """Run a command of the check, in the sandbox: it sees the worktree read-only (a
+        patched script must not change what the next check reads) and the repository's
+        objects, and may write to the check's log directory and *writable*. Without
+        bwrap the worktree stays writable, and is cleaned at its next reset."""
         budget = self.remaining() if timeout is None else min(timeout, self.remaining())
+        isolated = self.sandbox is not None and self.sandbox.isolated
+        if not isolated:
+            touched(self.worktree)
         return proc.run(
             argv, cwd=cwd or self.worktree, env=env, input=input, timeout=budget,
-            sandbox=self.sandbox, writable=(self.worktree, self.log_dir, *writable),
-            readable=self._git_dirs(),
+            sandbox=self.sandbox, writable=(self.log_dir, *writable),
+            readable=self._git_dirs(), read_only=(self.worktree,) if isolated else (),
         )  # fmt: skip
 
     def _git_dirs(self) -> tuple[Path, ...]:

@@ -46,7 +46,7 @@ from pydantic import Field
 
 from patchci import proc
 from patchci.checks.base import Check, CheckContext, CheckOptions, Verdict
-from patchci.git import Git
+from patchci.git import Git, touched
 from patchci.model import Outcome, Scope
 
 SECRET = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|KEY|CREDENTIAL", re.IGNORECASE)
@@ -181,6 +181,7 @@ class External(Check):
             fd = desc_file.fileno()
             env = self.environment(ctx, result_dir, patch, mbox, fd)
             argv = self.argv(ctx, env)
+            touched(ctx.worktree)  # the maintainer's own command, unsandboxed: may write there
             res = proc.run(argv, cwd=ctx.worktree, env=env, timeout=ctx.remaining(),
                            pass_fds=(fd,))  # fmt: skip
             desc_file.seek(0)
