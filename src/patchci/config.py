@@ -70,6 +70,8 @@ class TreeConfig(_Model):
     tags: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     checks: tuple[str, ...] = DEFAULT_CHECKS
+    # The checks whose failure is mailed to the author ([report.email]); None: its `checks`.
+    email_checks: tuple[str, ...] | None = None
 
     @model_validator(mode="after")
     def _need_location(self) -> TreeConfig:
@@ -193,8 +195,37 @@ class PatchworkReport(_Model):
     web_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
 
 
+class EmailReport(_Model):
+    """Replies to a series' thread when checks fail (off unless `enabled`)."""
+
+    enabled: bool = False
+    from_: Annotated[str, Field(alias="from", min_length=3)] = "patchci <patchci@localhost>"
+    to_author: bool = True
+    cc: tuple[str, ...] = ()  # e.g. the list: ["netdev@vger.kernel.org"]
+    # Outcomes that make a check worth a mail, and which checks ([] : every check); a tree's
+    # `email_checks` replaces `checks` for its series.
+    outcomes: tuple[Literal["fail", "warn", "crash", "timeout"], ...] = ("fail",)
+    checks: tuple[str, ...] = ()
+    smtp_host: str = "localhost"
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    # "auto": STARTTLS when the server offers it; "always": refuse to send without it.
+    starttls: Literal["auto", "always", "never"] = "auto"
+    user_env: str = "PATCHCI_SMTP_USER"
+    password_env: str = "PATCHCI_SMTP_PASSWORD"
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    max_per_hour: Annotated[int, Field(ge=1)] = 30
+    # Write each mail as <outbox>/<Message-ID>.eml instead of sending it (the ledger is kept).
+    dry_run: bool = False
+    outbox: str = "outbox"  # relative to data_dir
+    # Only series checked within this long are mailed (a new config does not mail history).
+    max_age: Annotated[float, Field(gt=0)] = 86400.0
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
 class ReportConfig(_Model):
     patchwork: PatchworkReport = PatchworkReport()
+    email: EmailReport = EmailReport()
 
 
 class WebConfig(_Model):

@@ -40,6 +40,7 @@ from patchci.service.check import (
 from patchci.service.contest import cut_due, resume_runs, resume_searches
 from patchci.service.ingest import expire_incomplete, poll_created, poll_mail, poll_patchwork
 from patchci.service.leases import worker_id
+from patchci.service.mail import mail_pending
 from patchci.service.publish import publish_feed
 from patchci.service.report import report_pending
 from patchci.sources.patchwork import PatchworkClient
@@ -112,6 +113,9 @@ def run_cycle(
                                                       workspace=workspace)  # fmt: skip
         stats["posted"] = (leftovers + delivered).posted
         stats["post_failures"] = (leftovers + delivered).failed
+        if settings.report.email.enabled:
+            mailed = mail_pending(store, settings, now=now)
+            stats["mailed"], stats["mail_failures"] = mailed.sent, mailed.failed
     except (SQLAlchemyError, OSError) as e:  # the database or the data directory failed
         log.error("%s", storage_reason(e, settings))
         stats["errors"] += 1
@@ -236,7 +240,12 @@ def run_ingest(settings: Settings, *, once: bool, source: str | None = None) -> 
             print(_cycle_line(stats), flush=True)
             if once:
                 _print_summary(store, started)
-                failed = stats["errors"] or stats["post_failures"] or stats.get("branch_errors")
+                failed = (
+                    stats["errors"]
+                    or stats["post_failures"]
+                    or stats.get("branch_errors")
+                    or stats.get("mail_failures")
+                )
                 return 2 if failed else 0
             # A database or disk fault: back off (up to 10 min) and keep going.
             failures = failures + 1 if stats.get("storage_errors") else 0
@@ -323,6 +332,8 @@ def _cycle_line(stats: dict[str, int]) -> str:
         f"{stats['posted']} checks posted, {stats['post_failures']} posts failed, "
         f"{stats['errors']} source errors"
     )
+    if "mailed" in stats:
+        line += f", {stats['mailed']} report mails sent, {stats['mail_failures']} failed"
     if "branches" in stats:
         line += f", {stats['branches']} branches cut, {stats['branch_errors']} stream errors"
     return line

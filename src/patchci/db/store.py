@@ -43,7 +43,8 @@ __all__ = ["NotFound", "Store"]
 
 JOB_STATUSES = ("queued", "running", "done", "error")
 # "intent" is written just before a POST, so a crash between POST and "sent" is detectable.
-DELIVERY_STATUSES = ("intent", "sent", "failed")
+# unknown: an intent whose outcome nobody saw (killed mid-send); a mail is not sent again
+DELIVERY_STATUSES = ("intent", "sent", "failed", "unknown")
 
 
 @dataclass(frozen=True)
@@ -818,6 +819,34 @@ class Store(Database):
         with self._read() as conn:
             row = conn.execute(q).first()
         return None if row is None else _row_to(DeliveryRow, row)
+
+    def series_deliveries(self, series_id: int, target_prefix: str) -> list[DeliveryRow]:
+        """Every delivery of series *series_id* to targets starting with *target_prefix*
+        ("email:"), oldest first."""
+        dc = t.deliveries.c
+        q = (
+            select(t.deliveries)
+            .where(dc.series_id == series_id, dc.target.startswith(target_prefix))
+            .order_by(dc.id)
+        )
+        with self._read() as conn:
+            return [_row_to(DeliveryRow, r) for r in conn.execute(q)]
+
+    def count_deliveries(self, target_prefix: str, status: str, since: datetime) -> int:
+        """Deliveries to targets starting with *target_prefix* with *status* since *since*."""
+        dc = t.deliveries.c
+        q = select(func.count()).where(
+            dc.target.startswith(target_prefix), dc.status == status, dc.created_at >= since
+        )
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def recent_series(self, states: Sequence[str], since: datetime) -> list[SeriesRow]:
+        """Series in one of *states* updated since *since*, oldest first."""
+        sc = t.series.c
+        q = select(t.series).where(sc.state.in_(states), sc.updated_at >= since).order_by(sc.id)
+        with self._read() as conn:
+            return [_row_to(SeriesRow, r) for r in conn.execute(q)]
 
     def record_delivery(
         self,

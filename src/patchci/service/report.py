@@ -41,7 +41,7 @@ def _after_errors(store: Store, series_id: int) -> str:
     return REPORTED
 
 
-def _log_url(settings: Settings) -> Callable[[CheckResult], str | None]:
+def log_url(settings: Settings) -> Callable[[CheckResult], str | None]:
     base = settings.report.patchwork.log_url
     logs = settings.data_path / "logs"
 
@@ -103,7 +103,7 @@ def report_pending(
             series_id=row.id,
             results=results,
             patch_ids=ids,
-            log_url=_log_url(settings),
+            log_url=log_url(settings),
             context_prefix=settings.report.patchwork.context_prefix,
         )
         if not malformed:

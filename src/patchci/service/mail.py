@@ -1,0 +1,155 @@
+"""The mail job: reply to each reported series whose checks found problems, once.
+
+At most once, by a ledger in `deliveries` (target `email:<recipients>`, keyed by the mail's
+fingerprint): `intent` before the SMTP transaction, `sent` or `failed` after it. A mail
+whose last row is `intent` was being sent when the process died: the server may have taken
+it, so it is never sent again (a list gets no duplicate); that is recorded as `unknown`. A
+refusal or an unreachable server is `failed`, ours, and tried again next cycle, at most
+MAX_ATTEMPTS times. `max_per_hour` mails at most: the rest wait for the next cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import smtplib
+import ssl
+from dataclasses import astuple, dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+
+from patchci.config import EmailReport, Settings
+from patchci.db.store import Store
+from patchci.model import DONE, REPORTED
+from patchci.report.email import ReportMail, compose, findings
+from patchci.service.report import log_url
+
+log = logging.getLogger(__name__)
+
+TARGET = "email:"
+CONTEXT = "report-mail"
+MAX_ATTEMPTS = 5
+
+
+class MailError(Exception):
+    """The mail could not be handed to the SMTP server (ours, never the patch's)."""
+
+
+@dataclass(frozen=True)
+class MailStats:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0  # over max_per_hour: next cycle
+    unknown: int = 0  # killed while sending: not sent again
+
+    def __add__(self, other: MailStats) -> MailStats:
+        return MailStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def smtp_send(mail: ReportMail, cfg: EmailReport) -> str:
+    """Hand *mail* to the configured SMTP server; the server's reply. Raises MailError."""
+    try:
+        with smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout) as s:
+            s.ehlo()
+            if cfg.starttls != "never" and s.has_extn("starttls"):
+                s.starttls(context=ssl.create_default_context())
+                s.ehlo()
+            elif cfg.starttls == "always":
+                raise MailError(f"{cfg.smtp_host}:{cfg.smtp_port} does not offer STARTTLS "
+                                "(starttls = \"always\")")  # fmt: skip
+            user = os.environ.get(cfg.user_env)
+            if user:
+                s.login(user, os.environ.get(cfg.password_env, ""))
+            refused = s.send_message(mail.message, from_addr=parseaddr(cfg.from_)[1],
+                                     to_addrs=list(mail.recipients))  # fmt: skip
+    except smtplib.SMTPRecipientsRefused as e:
+        raise MailError(f"every recipient refused: {_codes(e.recipients)}") from e
+    except smtplib.SMTPResponseException as e:
+        text = e.smtp_error.decode(errors="replace") if isinstance(e.smtp_error, bytes) else e
+        raise MailError(f"SMTP {e.smtp_code}: {text}") from e
+    except (smtplib.SMTPException, OSError) as e:
+        raise MailError(f"{cfg.smtp_host}:{cfg.smtp_port}: {e}") from e
+    return f"refused: {_codes(refused)}" if refused else "accepted"
+
+
+def _codes(refused: dict[str, tuple[int, bytes]]) -> str:
+    return ", ".join(f"{a} ({c})" for a, (c, _) in refused.items())
+
+
+def write_outbox(mail: ReportMail, outbox: Path) -> Path:
+    """Dry run: the mail as `<outbox>/<Message-ID>.eml`."""
+    outbox.mkdir(parents=True, exist_ok=True)
+    path = outbox / (re.sub(r"[^A-Za-z0-9.@_-]+", "_", mail.msgid.strip("<>")) + ".eml")
+    path.write_bytes(mail.message.as_bytes())
+    return path
+
+
+def mail_pending(store: Store, settings: Settings, *, now: datetime | None = None) -> MailStats:
+    """Mail each recently reported series whose checks found problems, once."""
+    cfg = settings.report.email
+    if not cfg.enabled:
+        return MailStats()
+    when = now or datetime.now(UTC)
+    budget = cfg.max_per_hour - store.count_deliveries(TARGET, "sent", when - timedelta(hours=1))
+    total = MailStats()
+    trees = {t.name: t for t in settings.trees}
+    urls = log_url(settings)
+    for row in store.recent_series((REPORTED, DONE), when - timedelta(seconds=cfg.max_age)):
+        tree = trees.get(row.tree or "")
+        found = findings(store.latest_results(row.id), cfg, tree.email_checks if tree else None)
+        if not found:
+            continue
+        series = store.load_series(row.id)
+        mail = compose(series, row.id, found, cfg, tree=row.tree, now=when, log_url=urls,
+                       web_url=settings.report.patchwork.web_url)  # fmt: skip
+        if not mail.recipients:
+            continue
+        ledger = [d for d in store.series_deliveries(row.id, TARGET)
+                  if d.fingerprint == mail.fingerprint]  # fmt: skip
+        if ledger and ledger[-1].status in ("sent", "unknown"):
+            continue
+        if ledger and ledger[-1].status == "intent":
+            why = "killed while sending: the server may have it, not sent again (at most once)"
+            log.warning("series %s: report mail %s: %s", row.id, mail.msgid, why)
+            store.record_delivery(ledger[-1].target, row.id, None, CONTEXT, ledger[-1].state,
+                                  mail.fingerprint, mail.msgid, status="unknown", error=why)  # fmt: skip
+            total += MailStats(unknown=1)
+            continue
+        if sum(d.status == "failed" for d in ledger) >= MAX_ATTEMPTS:
+            continue
+        if budget <= 0:
+            total += MailStats(deferred=1)
+            continue
+        total += _deliver(store, row.id, mail, cfg, settings.data_path / cfg.outbox)
+        budget -= 1
+    if total.deferred:
+        log.warning("mail: %d report(s) wait for the next cycle (max_per_hour = %d)",
+                    total.deferred, cfg.max_per_hour)  # fmt: skip
+    return total
+
+
+def _deliver(
+    store: Store, series_id: int, mail: ReportMail, cfg: EmailReport, outbox: Path
+) -> MailStats:
+    target = TARGET + ",".join(mail.recipients)
+    state = "dry-run" if cfg.dry_run else "smtp"
+
+    def record(status: str, remote: str | None, error: str = "") -> None:
+        store.record_delivery(target, series_id, None, CONTEXT, state, mail.fingerprint,
+                              remote, status=status, error=error)  # fmt: skip
+
+    record("intent", mail.msgid)
+    try:
+        if cfg.dry_run:
+            where = str(write_outbox(mail, outbox))
+        else:
+            where = f"{mail.msgid} {smtp_send(mail, cfg)}"
+    except (MailError, OSError) as e:
+        log.error("series %s: report mail not sent (ours, retried next cycle): %s", series_id, e)
+        record("failed", mail.msgid, str(e))
+        return MailStats(failed=1)
+    record("sent", where)
+    log.info("series %s: report mail %s to %s", series_id, where, ", ".join(mail.recipients))
+    return MailStats(sent=1)
