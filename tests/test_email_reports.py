@@ -146,9 +146,10 @@ def _root_mail(demo: Demo, label: str) -> Any:
 
 
 def test_each_failing_series_gets_one_reply_in_its_thread(
-    tmp_path: Path, emu: FakePatchwork, demo: Demo, smtp: Smtp, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _add_samples(emu, demo)
+    tmp_path: Path, emu: FakePatchwork, demo: Demo, smtp: Smtp, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    pw = _add_samples(emu, demo)
     cfg = _config(tmp_path, emu, demo, smtp.port)
     assert _ingest(cfg, emu, monkeypatch) == 0
     mails = smtp.handler.received
@@ -177,6 +178,20 @@ def test_each_failing_series_gets_one_reply_in_its_thread(
     assert _ingest(cfg, emu, monkeypatch) == 0
     assert _ingest(cfg, emu, monkeypatch) == 0
     assert len(smtp.handler.received) == len(FAILING)
+    # `patchci mail ID` shows what was sent, as sent; and nothing for a clean series
+    store = Store.open(f"sqlite:///{tmp_path / 'data' / 'patchci.db'}")
+    try:
+        bad = store.find_series(SOURCE, str(pw["missing Signed-off-by"]))
+        clean = store.find_series(SOURCE, str(pw["clean series for net-next"]))
+    finally:
+        store.close()
+    capsys.readouterr()
+    assert main(["-c", str(cfg), "mail", str(bad)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("# sent ") and f"envelope to {smtp.handler.envelopes[0][0]}" in shown
+    sent = by_series["missing Signed-off-by"]
+    assert f"Message-ID: {sent['Message-ID']}" in shown and "signed_off_by: FAIL" in shown
+    assert main(["-c", str(cfg), "mail", str(clean)]) == 1
 
 
 def test_a_refusing_server_is_recorded_and_tried_again(

@@ -201,6 +201,12 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return requeue(_settings(args), args.ids)
 
 
+def cmd_mail(args: argparse.Namespace) -> int:
+    from patchci.service.mail import show_mail
+
+    return show_mail(_settings(args), args.id)
+
+
 def cmd_series(args: argparse.Namespace) -> int:
     from patchci.daemon import show_series
 
@@ -337,8 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
         "process` checks it again and posts only what changed. A series a worker holds now, "
         "or one that cannot be checked (malformed, incomplete), is left as it is (exit 2).",
     )  # fmt: skip
-    rq.add_argument("ids", type=int, nargs="+", metavar="ID", help="our series id (`patchci series`)")
+    rq.add_argument(
+        "ids", type=int, nargs="+", metavar="ID", help="our series id (`patchci series`)"
+    )
     rq.set_defaults(func=cmd_requeue)
+
+    ml = sub.add_parser(
+        "mail", help="show the report mail a series gets ([report.email]) and if it was sent",
+        description="Prints the reply patchci sends (or sent) for the series' findings, "
+        "headers and body as the author receives them, and the ledger's status. Exit 1 when "
+        "no check found a problem that [report.email] mails.",
+    )  # fmt: skip
+    ml.add_argument("id", type=int, metavar="ID", help="our series id (`patchci series`)")
+    ml.set_defaults(func=cmd_mail)
 
     sr = sub.add_parser("series", help="list stored series, or show one with its check results")
     sr.add_argument("id", nargs="?", type=int, help="series id (omit to list)")

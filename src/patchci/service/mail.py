@@ -86,6 +86,47 @@ def write_outbox(mail: ReportMail, outbox: Path) -> Path:
     return path
 
 
+def _mail_for(
+    store: Store, settings: Settings, series_id: int, when: datetime
+) -> ReportMail | None:
+    """The report mail series *series_id* would get now, if its checks found problems."""
+    cfg = settings.report.email
+    row = store.series_row(series_id)
+    tree = next((t for t in settings.trees if t.name == row.tree), None)
+    found = findings(store.latest_results(row.id), cfg, tree.email_checks if tree else None)
+    if not found:
+        return None
+    return compose(store.load_series(row.id), row.id, found, cfg, tree=row.tree, now=when,
+                   log_url=log_url(settings), web_url=settings.report.patchwork.web_url)  # fmt: skip
+
+
+def show_mail(settings: Settings, series_id: int) -> int:
+    """`patchci mail ID`: the reply the series gets (or got), and what the ledger says."""
+    from patchci.daemon import open_store
+
+    store = open_store(settings)
+    try:
+        mail = _mail_for(store, settings, series_id, datetime.now(UTC))
+        if mail is None:
+            print(f"series {series_id}: no check found a problem that [report.email] mails "
+                  f"(outcomes {list(settings.report.email.outcomes)})")  # fmt: skip
+            return 1
+        ledger = [d for d in store.series_deliveries(series_id, TARGET)
+                  if d.fingerprint == mail.fingerprint]  # fmt: skip
+    finally:
+        store.close()
+    status = (
+        f"{ledger[-1].status} {ledger[-1].created_at:%Y-%m-%d %H:%M} UTC"
+        if ledger
+        else (
+            "not sent yet" if settings.report.email.enabled else "not sent: [report.email] is off"
+        )
+    )
+    print(f"# {status}; envelope to {', '.join(mail.recipients) or 'nobody'}")
+    print(mail.message.as_string().replace("\r\n", "\n"), end="")
+    return 0
+
+
 def mail_pending(store: Store, settings: Settings, *, now: datetime | None = None) -> MailStats:
     """Mail each recently reported series whose checks found problems, once."""
     cfg = settings.report.email
@@ -94,17 +135,9 @@ def mail_pending(store: Store, settings: Settings, *, now: datetime | None = Non
     when = now or datetime.now(UTC)
     budget = cfg.max_per_hour - store.count_deliveries(TARGET, "sent", when - timedelta(hours=1))
     total = MailStats()
-    trees = {t.name: t for t in settings.trees}
-    urls = log_url(settings)
     for row in store.recent_series((REPORTED, DONE), when - timedelta(seconds=cfg.max_age)):
-        tree = trees.get(row.tree or "")
-        found = findings(store.latest_results(row.id), cfg, tree.email_checks if tree else None)
-        if not found:
-            continue
-        series = store.load_series(row.id)
-        mail = compose(series, row.id, found, cfg, tree=row.tree, now=when, log_url=urls,
-                       web_url=settings.report.patchwork.web_url)  # fmt: skip
-        if not mail.recipients:
+        mail = _mail_for(store, settings, row.id, when)
+        if mail is None or not mail.recipients:
             continue
         ledger = [d for d in store.series_deliveries(row.id, TARGET)
                   if d.fingerprint == mail.fingerprint]  # fmt: skip
