@@ -356,3 +356,25 @@ def _chains(node: ktap.TestNode) -> list[list[ktap.TestNode]]:
         out.append([child])
         out += [[child, *rest] for rest in _chains(child)]
     return out
+
+
+def test_a_runner_line_with_two_numbers_is_still_unwrapped(tmp_path: Path) -> None:
+    """With `ok 1 2 selftests: dir: prog` the wrapper node was not recognised: the test's
+    subtests were reported one level too deep, under "2 selftests: ..."."""
+    script = write_script(
+        tmp_path,
+        "two.sh",
+        """#!/bin/sh
+echo "TAP version 13"
+echo "1..1"
+echo "# selftests: net: two.sh"
+echo "# TAP version 13"
+echo "# 1..1"
+echo "# ok 1 inner"
+echo "ok 1 3 selftests: net: two.sh"
+""",
+    )
+    run = LocalExecutor("x").run(
+        "b", tmp_path, [TestSpec("selftests-net", "two-sh", (str(script),), 5)], tmp_path / "o"
+    )
+    assert [(s.path, s.outcome) for s in run.tests[0].subtests] == [("inner", Outcome.PASS)]

@@ -909,3 +909,21 @@ def test_absurd_plans_in_many_blocks_stay_cheap() -> None:
     synthesised = sum(1 for _, n in p.root.walk() if "missing expected subtest" in n.errors)
     assert synthesised == 10000
     assert p.outcome is Outcome.CRASH
+
+
+def test_a_result_line_with_two_numbers_is_named_by_what_follows_them() -> None:
+    """`ok 1 2 selftests: net: a.sh` (a kselftest runner's line; NIPA's parser had to
+    learn it) was the test "2 selftests: net: a.sh"; a name that is only a number stays."""
+    p = _snippet("""
+        TAP version 13
+        1..3
+        ok 1 7 selftests: net: a.sh
+        not ok 2 8 selftests: net: b.sh # exit=1
+        ok 3 4
+    """)
+    assert [(n.name, n.number, n.outcome) for n in p.root.children] == [
+        ("selftests: net: a.sh", 1, Outcome.PASS),
+        ("selftests: net: b.sh", 2, Outcome.FAIL),
+        ("4", 3, Outcome.PASS),
+    ]
+    assert p.errors == ()

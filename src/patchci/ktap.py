@@ -63,7 +63,9 @@ _TIMESTAMP = re.compile(r"\[\s*\d+\.\d+\](?:\[\s*[A-Za-z]*\d+\])* ?")
 _VERSION_ANY = re.compile(r"\b(K?TAP) version (\d{1,9})$")
 _VERSION = re.compile(r"(K?TAP) version (\d{1,9})")
 _PLAN = re.compile(r"1\.\.(\d{1,18})(?:\s*#\s*(.*))?")
-_RESULT = re.compile(r"(not ok|ok)(?:\s+(\d{1,18}))?(?:\s+(.*))?")
+# A second number after the first (`ok 1 2 selftests: net: x`, as a kselftest runner
+# prints it; NIPA's parser allows it too) is not part of the name.
+_RESULT = re.compile(r"(not ok|ok)(?:\s+(\d{1,18}))?(?:\s+\d{1,18}(?=\s+\S))?(?:\s+(.*))?")
 _COMMENT = re.compile(r"\s#(?:\s|$)")
 _SUBTEST = re.compile(r"#\s*Subtest:\s*(.*)")
 _BAIL = re.compile(r"Bail out!\s*(.*)")
