@@ -17,6 +17,7 @@ from patchci.errors import ConfigError
 BUILTIN: dict[str, str] = {
     "signed_off_by": "patchci.checks.signed_off_by:SignedOffBy",
     "fixes_tag": "patchci.checks.fixes_tag:FixesTag",
+    "fixes_present": "patchci.checks.fixes_present:FixesPresent",
     "series_format": "patchci.checks.series_format:SeriesFormat",
     "checkpatch": "patchci.checks.checkpatch:Checkpatch",
     "build": "patchci.checks.build:Build",
