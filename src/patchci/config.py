@@ -184,6 +184,9 @@ class CheckConfig(_Model):
     kind: str | None = None
     timeout: Annotated[float, Field(gt=0)] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # Run only when the patch (series, for a series check) touches one of these: globs
+    # ("*.rs"; `*` crosses "/") or directory prefixes ending in "/" ("rust/").
+    when_paths: tuple[str, ...] = ()
 
 
 class PatchworkReport(_Model):
@@ -431,6 +434,11 @@ class Settings(_Model):
         if cc is None:
             return name, {}, None
         return cc.kind or name, dict(cc.options), cc.timeout
+
+    def check_paths(self, name: str) -> tuple[str, ...]:
+        """The `when_paths` of check *name* (empty: always run)."""
+        cc = self.checks.get(name)
+        return cc.when_paths if cc is not None else ()
 
 
 def path_problems(settings: Settings) -> list[str]:

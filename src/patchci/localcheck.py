@@ -34,7 +34,9 @@ def build_checks(names: tuple[str, ...], settings: Settings | None) -> list[Chec
             kind, options, timeout = settings.check_spec(name)
         else:
             kind, options, timeout = name, {}, None
-        out.append(make_check(kind, name=name, options=options, timeout=timeout))
+        chk = make_check(kind, name=name, options=options, timeout=timeout)
+        chk.when_paths = settings.check_paths(name) if settings is not None else ()
+        out.append(chk)
     return out
 
 

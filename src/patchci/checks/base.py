@@ -8,6 +8,7 @@ tool into SKIP, a crash or a hang into ERROR (ours, never the patch's), and writ
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import shlex
 import shutil
@@ -162,6 +163,19 @@ class Check:
         self.opts: CheckOptions = parse_options(type(self), options)
         self.options: dict[str, Any] = dict(options or {})
         self.timeout = float(timeout if timeout is not None else self.default_timeout)
+        self.when_paths: tuple[str, ...] = ()  # `[checks.X] when_paths`: run only for these
+
+    def off_paths(self, ctx: CheckContext) -> str | None:
+        """Why the check does not run here: the patch (the series, for a series check)
+        touches none of `when_paths`; None when it does, or when there are none."""
+        if not self.when_paths:
+            return None
+        patches = ctx.series.patches if ctx.patch_index is None else (ctx.patch,)
+        files = [f for p in patches if p is not None for f in p.files]
+        if any(path_matches(f, self.when_paths) for f in files):
+            return None
+        what = "series" if ctx.patch_index is None else "patch"
+        return f"not run: the {what} touches none of {', '.join(self.when_paths)}"
 
     def missing_tools(self, ctx: CheckContext) -> list[str]:
         """Tools not found, either on PATH or as a path relative to the worktree."""
@@ -182,6 +196,12 @@ class Check:
         raise NotImplementedError
 
 
+def path_matches(path: str, patterns: Sequence[str]) -> bool:
+    """*path* under a "dir/" prefix or matching a glob of *patterns* (`*` crosses "/")."""
+    return any(path.startswith(p) if p.endswith("/") else fnmatch.fnmatchcase(path, p)
+               for p in patterns)  # fmt: skip
+
+
 def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     """Run *check* with its timeout; never raises for anything the check does."""
     start = time.monotonic()
@@ -194,8 +214,9 @@ def run_check(check: Check, ctx: CheckContext) -> CheckResult:
     )
     verdict: Verdict
     try:
-        missing = check.missing_tools(ctx)
-        reason = None if missing else check.applies(ctx)
+        off = check.off_paths(ctx)
+        missing = [] if off else check.missing_tools(ctx)
+        reason = off or (None if missing else check.applies(ctx))
         if missing:
             verdict = Verdict(Outcome.SKIP, f"skipped: missing tool {', '.join(missing)}")
         elif reason is not None:
