@@ -297,10 +297,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--branches", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
     args, _ = ap.parse_known_args(argv)
-    logging.disable(logging.WARNING)
+    logging.disable(logging.WARNING)  # thousands of expected warnings; restored after
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="patchci-bench-verdicts-") as tmp:
-        t = simulate(args.branches, args.seed, Path(tmp))
+    try:
+        with tempfile.TemporaryDirectory(prefix="patchci-bench-verdicts-") as tmp:
+            t = simulate(args.branches, args.seed, Path(tmp))
+    finally:
+        logging.disable(logging.NOTSET)
     took = time.monotonic() - start
     precision = t.found / t.blamed if t.blamed else 1.0
     recall = t.found / t.truth if t.truth else 1.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 import os
 import signal
 import socket
@@ -200,6 +201,7 @@ def test_a_refusing_server_is_recorded_and_tried_again(
 ) -> None:  # fmt: skip
     pw = emu.add_series_from_mbox(demo.samples[2].mbox)  # missing Signed-off-by
     cfg = _config(tmp_path, emu, demo, smtp.port)
+    caplog.set_level(logging.WARNING, logger="patchci")
     smtp.handler.refuse = "451 4.3.0 mailbox busy, try later"
     assert _ingest(cfg, emu, monkeypatch) == 2  # a mail that failed is a failure of the run
     assert smtp.handler.received == []
@@ -262,6 +264,7 @@ def test_dry_run_writes_eml_files_and_respects_the_rate_limit(
     tmp_path: Path, emu: FakePatchwork, demo: Demo, smtp: Smtp, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="patchci")  # another test may have raised it
     _add_samples(emu, demo)
     cfg = _config(tmp_path, emu, demo, smtp.port, dry_run=True, max_per_hour=2)
     assert _ingest(cfg, emu, monkeypatch) == 0
