@@ -89,6 +89,21 @@ def _applies_probe(series: Series, workdir: Path, ws: Workspace) -> Callable[[Tr
     return applies
 
 
+def _fixes_probe(ws: Workspace) -> Callable[[Tree, Sequence[str]], bool]:
+    """For routing by `Fixes:`: does the tree's (freshly fetched) base have every commit?"""
+
+    def has_commits(tree: Tree, shas: Sequence[str]) -> bool:
+        git = Git(Path(tree.path))
+        base = ws.base(tree)  # an InfraError (a fetch failed) propagates: not a guess
+        for sha in shas:
+            full = git.rev_parse(sha)
+            if full is None or not git.is_ancestor(full, base):
+                return False
+        return True
+
+    return has_commits
+
+
 def check_series(
     series: Series,
     trees: Sequence[Tree],
@@ -108,7 +123,8 @@ def check_series(
     t0 = time.monotonic()
     say("routing")
     try:
-        route = route_series(series, trees, _applies_probe(series, work, ws))
+        route = route_series(series, trees, _applies_probe(series, work, ws),
+                             has_commits=_fixes_probe(ws))  # fmt: skip
     except InfraError as e:  # ours: checked again later, never a routing verdict
         log.error("series %s: routing infrastructure error: %s", series.key, e)
         route = Route(None, f"could not route (infrastructure): {e}", "none", False)

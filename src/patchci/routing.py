@@ -27,7 +27,7 @@ class Route:
 
     tree: str | None
     reason: str
-    method: str  # "tags" | "paths" | "applies" | "none"
+    method: str  # "tags" | "paths" | "fixes" | "applies" | "none"
     guessed: bool
 
 
@@ -161,15 +161,31 @@ def route_by_paths(
 # -- the whole decision -------------------------------------------------------------------
 
 
+def fixed_commits(series: Series) -> list[str]:
+    """The commit ids the series' `Fixes:` tags name, in order, once each."""
+    from patchci.checks.fixes_tag import parse_fixes
+
+    shas: list[str] = []
+    for p in series.patches:
+        text = p.raw.decode("utf-8", errors="replace").split("\n---", 1)[0]
+        shas += [t.sha for t in parse_fixes(text) if t.sha]
+    return list(dict.fromkeys(shas))
+
+
 def route_series(
     series: Series,
     trees: Sequence[Tree],
     applies: Callable[[Tree], bool] | None = None,
     path_patterns: Mapping[str, Sequence[str]] | None = None,
+    has_commits: Callable[[Tree, Sequence[str]], bool] | None = None,
 ) -> Route:
-    """Tags, then paths, then the first tree (in configuration order) the series applies to.
+    """Tags, then paths, then `Fixes:`, then the first tree (in configuration order) the
+    series applies to.
 
-    When several trees cover the paths equally well, only those are tried for applying.
+    When several trees cover the paths equally well, only those are tried further. With
+    `Fixes:` tags and *has_commits*, the first of those trees whose base has every fixed
+    commit is chosen, fixes trees (no "next" in the name) first, as NIPA guesses `net`
+    when all fixed commits are in net and `net-next` otherwise.
     """
     route = route_by_tags(series, trees)
     if route is not None:
@@ -181,6 +197,14 @@ def route_series(
             series, Route(name, f"Guessed tree name to be {name} (paths)", "paths", True)
         )
     candidates = ranked or list(trees)
+    shas = fixed_commits(series) if has_commits is not None else []
+    if shas and has_commits is not None:
+        for tree in sorted(candidates, key=lambda t: "next" in t.name):
+            if has_commits(tree, shas):
+                n = len(shas)
+                reason = (f"Guessed tree name to be {tree.name} (Fixes: the fixed "
+                          f"commit{'s are' if n > 1 else ' is'} in {tree.name})")  # fmt: skip
+                return _logged(series, Route(tree.name, reason, "fixes", True))
     how = "paths, applies" if ranked else "applies"
     if applies is not None:
         for tree in candidates:
