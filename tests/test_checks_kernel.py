@@ -132,12 +132,18 @@ def test_maintainers_entry(repo: Git, tmp_path: Path) -> None:
     commit_file(repo, "net/core/new.c", "int n;\n", "net: new file")
     commit_file(repo, "Documentation/new.rst", "doc\n", "doc")
     ctx = _mail_ctx(repo, base, "a@b", "", None, tmp_path)
-    # NETWORKING covers 8 files: specific enough by default, broad with a threshold of 5.
+    # NETWORKING covers 8 files: specific by default (< 75), broad when specific means < 5,
+    # subsystem-wide (fail) when that means < 5 too, as NIPA's 75/500 at this tree's scale.
     res = _run(MaintainersEntry(), ctx)
     assert (res.outcome, res.description) == (Outcome.PASS, "new files covered: 1")
-    res = _run(MaintainersEntry({"broad_threshold": 5}), ctx)
+    res = _run(MaintainersEntry({"specific_threshold": 5}), ctx)
     assert (res.outcome, res.description) == (
         Outcome.WARN,
+        "only a broad MAINTAINERS entry (>= 5 files) for net/core/new.c",
+    )
+    res = _run(MaintainersEntry({"broad_threshold": 5}), ctx)
+    assert (res.outcome, res.description) == (
+        Outcome.FAIL,
         "expecting a MAINTAINERS entry for net/core/new.c",
     )
     # The series adds an entry for its file: covered.

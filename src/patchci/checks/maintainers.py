@@ -122,6 +122,9 @@ class CcMaintainersOptions(CheckOptions):
 
 
 class MaintainersEntryOptions(CheckOptions):
+    # NIPA's: an entry covering fewer files than `specific_threshold` is specific (pass);
+    # below `broad_threshold` it is broad (warn); only subsystem-wide ones (or none): fail.
+    specific_threshold: int = Field(75, ge=1)
     broad_threshold: int = Field(500, ge=1)
     exclude: tuple[str, ...] = ("Documentation/", "tools/testing/")
 
@@ -204,7 +207,8 @@ class MaintainersEntry(Check):
     def run(self, ctx: CheckContext) -> Verdict:
         git = Git(ctx.worktree, deadline=ctx.deadline)
         exclude = self.opts.exclude
-        threshold = self.opts.broad_threshold
+        broad = self.opts.broad_threshold
+        specific = min(self.opts.specific_threshold, broad)
         added = git.run("diff", "--name-only", "--diff-filter=A", "--no-renames", "-z",
                         ctx.base, ctx.commit).stdout.split("\x00")  # fmt: skip
         new = [f for f in added if f and not f.startswith(exclude)]
@@ -215,7 +219,8 @@ class MaintainersEntry(Check):
         tree_files = git.run("ls-tree", "-r", "-z", "--name-only", ctx.commit).stdout.split("\x00")
         tree_files = [f for f in tree_files if f]
         sizes: dict[str, int] = {}
-        uncovered: list[str] = []
+        uncovered: list[str] = []  # only subsystem-wide entries, or none: fail
+        loose: list[str] = []  # the most specific entry is broad: warn
         lines: list[str] = []
         for f in new:
             found = mnt.entries_for([f], entries)
@@ -224,13 +229,25 @@ class MaintainersEntry(Check):
                     sizes[e.name] = sum(1 for t in tree_files if mnt.file_depth(e, t) is not None)
             covering = ", ".join(f"{e.name} ({sizes[e.name]} files)" for e in found) or "none"
             lines.append(f"{f}: {covering}")
-            if not any(sizes[e.name] < threshold for e in found):
+            smallest = min((sizes[e.name] for e in found if sizes[e.name] > 0), default=None)
+            if smallest is None or smallest >= broad:
                 uncovered.append(f)
+            elif smallest >= specific:
+                loose.append(f)
+        lines.append(f"(specific: < {specific} files, broad: < {broad})")
         body = "\n".join(lines) + "\n"
         if uncovered:
             return Verdict(
-                Outcome.WARN,
+                Outcome.FAIL,
                 f"expecting a MAINTAINERS entry for {', '.join(uncovered)}"[:250],
+                body,
+            )
+        if loose:
+            return Verdict(
+                Outcome.WARN,
+                f"only a broad MAINTAINERS entry (>= {specific} files) for {', '.join(loose)}"[
+                    :250
+                ],
                 body,
             )
         return Verdict(Outcome.PASS, f"new files covered: {len(new)}", body)
