@@ -378,3 +378,38 @@ echo "ok 1 3 selftests: net: two.sh"
         "b", tmp_path, [TestSpec("selftests-net", "two-sh", (str(script),), 5)], tmp_path / "o"
     )
     assert [(s.path, s.outcome) for s in run.tests[0].subtests] == [("inner", Outcome.PASS)]
+
+
+def test_a_silent_test_is_killed_by_the_inactivity_timeout(tmp_path: Path) -> None:
+    """Only the hard timeout stopped a hung test: a 300 s budget was spent waiting on a
+    test that had printed nothing for minutes. A test quiet for idle_timeout is killed
+    (TIMEOUT, said so); one that keeps talking runs on."""
+    hung = TestSpec("g", "hung", "echo 'TAP version 13'; echo 1..1; sleep 30", 60)
+    chatty = TestSpec("g", "chatty", "echo 'TAP version 13'; echo 1..1; for i in 1 2 3 4 5 6; "
+                      "do echo \"# tick $i\"; sleep 0.4; done; echo 'ok 1 talks'", 60)  # fmt: skip
+    ex = LocalExecutor("x", retries=0, idle_timeout=1.5)
+    start = time.monotonic()
+    run = ex.run("b", tmp_path, [hung, chatty], tmp_path / "out")
+    assert time.monotonic() - start < 20
+    got = {t.name: t for t in run.tests}
+    assert got["hung"].outcome is Outcome.TIMEOUT
+    assert got["chatty"].outcome is Outcome.PASS
+
+
+def test_the_inactivity_timeout_comes_from_the_configuration(tmp_path: Path) -> None:
+    from patchci.config import build_settings
+    from patchci.service.runs import stream_executors
+    from tests.gitrepo import make_repo
+
+    repo = make_repo(tmp_path / "repo", {"tools/testing/selftests/net/a.sh": "#!/bin/sh\n"})
+    settings = build_settings({
+        "data_dir": str(tmp_path),
+        "trees": [{"name": "net", "path": str(repo.repo)}],
+        "executors": [{"name": "host", "kind": "local", "idle_timeout": 120}],
+        "streams": [{"name": "s", "tree": "net", "executors": ["host"]},
+                    {"name": "t", "tree": "net", "idle_timeout": 30}],
+    }, env={})  # fmt: skip
+    ((ex, _),) = stream_executors(settings, settings.streams[0], repo.repo, "main")
+    assert isinstance(ex, LocalExecutor) and ex.idle_timeout == 120
+    ((ex, _),) = stream_executors(settings, settings.streams[1], repo.repo, "main")
+    assert isinstance(ex, LocalExecutor) and ex.idle_timeout == 30

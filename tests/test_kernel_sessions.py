@@ -266,3 +266,47 @@ def test_the_kunit_pseudo_test_without_results_is_error(tmp_path: Path, fake: Fa
     r = run_all(tmp_path, [kernel.KUNIT_COMMAND, "A"], retries=0)
     assert r[kernel.KUNIT_COMMAND.lower()].outcome is Outcome.ERROR
     assert r["a"].outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize("talks", [False, True])
+def test_the_watchdog_kills_a_guest_whose_test_went_silent(tmp_path: Path, talks: bool) -> None:
+    """A hung guest test was stopped only by its own (long) timeout. With idle_timeout the
+    host watchdog kills the VM's process group once the running test's output file stops
+    growing; a test that keeps printing is left alone. (A real process group stands in
+    for vng: what is checked is the watchdog's reading of the channel and its kill.)"""
+    import os
+    import subprocess
+
+    from patchci.executor.vm import BOOTED
+    from patchci.executor.vmsession import _Watchdog
+
+    chan = tmp_path / "chan"
+    chan.mkdir()
+    test = GuestTest(1, "t", "true", tmp_path, 60.0)
+    d = run_dir(chan, test)
+    d.mkdir(parents=True)
+    vm = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    dog = _Watchdog(chan, 60.0, [test], idle_timeout=1.0)
+    dog.pgid = vm.pid
+    try:
+        dog.start()
+        (chan / BOOTED).write_text("1.0\n")
+        (d / "started").touch()
+        out = d / "output.log"
+        for i in range(20):  # 4 s
+            if talks:
+                with out.open("a") as f:
+                    f.write(f"# tick {i}\n")
+            time.sleep(0.2)
+            if vm.poll() is not None:
+                break
+        if talks:
+            assert vm.poll() is None and dog.killed_for is None
+        else:
+            assert vm.wait(timeout=5) is not None and dog.killed_for == ("idle", 1)
+    finally:
+        dog.done.set()
+        dog.join()
+        if vm.poll() is None:
+            os.killpg(vm.pid, 9)
+            vm.wait()

@@ -115,6 +115,9 @@ class ExecutorSettings(_Model):
     # Default: each selftest directory's `settings` timeout (kselftest's 45 s without one).
     test_timeout: Annotated[float, Field(gt=0)] | None = None
     boot_timeout: Annotated[float, Field(gt=0)] = 300.0
+    # A test that prints nothing for this long is killed as hung (TIMEOUT), besides its
+    # own timeout. None: only the timeout.
+    idle_timeout: Annotated[float, Field(gt=0)] | None = None
     retries: Annotated[int, Field(ge=0, le=5)] = 1
     kvm: Literal["auto", "on", "off"] = "auto"  # auto: KVM when it works here, else TCG
     deadline: Annotated[float, Field(gt=0)] = 4 * 3600.0  # the whole run
@@ -154,6 +157,7 @@ class StreamSettings(_Model):
     accept_warn: bool = True
     tests_dir: str = "tools/testing/selftests/net"  # executables in it, relative to the tree
     test_timeout: Annotated[float, Field(gt=0)] = 300.0
+    idle_timeout: Annotated[float, Field(gt=0)] | None = None  # as [[executors]]'
     retries: Annotated[int, Field(ge=0, le=5)] = 1
     jobs: Annotated[int, Field(ge=1, le=64)] = 1
     build_command: tuple[str, ...] = ()

@@ -38,6 +38,17 @@ class CommandTimeout(InfraError):
         super().__init__(f"command timed out after {timeout:g}s: {' '.join(argv[:4])}")
 
 
+class CommandIdle(CommandTimeout):
+    """A command that printed nothing for *idle* seconds (a hang, not a slow test)."""
+
+    def __init__(self, argv: list[str], idle: float) -> None:
+        super().__init__(argv, idle)
+        self.idle = idle
+
+    def __str__(self) -> str:
+        return f"no output for {self.idle:g}s: {' '.join(self.argv[:4])}"
+
+
 class CommandFailed(InfraError):
     def __init__(self, argv: list[str], returncode: int, stdout: str, stderr: str) -> None:
         self.argv = argv

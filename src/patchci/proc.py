@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchci.errors import CommandFailed, CommandTimeout, InfraError, ToolMissing
+from patchci.errors import CommandFailed, CommandIdle, CommandTimeout, InfraError, ToolMissing
 from patchci.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -218,9 +218,11 @@ def stream(
     writable: Sequence[Path] = (),
     readable: Sequence[Path] = (),
     on_start: Callable[[int], None] | None = None,
+    idle_timeout: float | None = None,
 ) -> int:
     """Run *argv* with stderr merged into stdout, feeding each line to *on_line* as it comes
-    and teeing it to *log_path*. Returns the exit code; raises CommandTimeout. *sandbox*,
+    and teeing it to *log_path*. Returns the exit code; raises CommandTimeout, or
+    CommandIdle when nothing came for *idle_timeout* seconds. *sandbox*,
     *writable* and *readable* as for run(). *on_start* gets the child's pid, which is also
     its process group (a watchdog may kill the group)."""
     import selectors
@@ -249,14 +251,21 @@ def stream(
     sel = selectors.DefaultSelector()
     sel.register(p.stdout, selectors.EVENT_READ)
     buf = b""
+    heard = time.monotonic()
     try:
         while True:
-            left = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
                 _kill_group(p)
                 raise CommandTimeout(args, timeout or 0.0)
-            if not sel.select(timeout=min(left, 1.0) if left is not None else 1.0):
+            if idle_timeout is not None and now - heard > idle_timeout:
+                _kill_group(p)
+                raise CommandIdle(args, idle_timeout)
+            wait = 1.0 if idle_timeout is None else min(1.0, max(idle_timeout / 4, 0.05))
+            if not sel.select(timeout=min(left, wait) if left is not None else wait):
                 continue
+            heard = time.monotonic()
             chunk = os.read(p.stdout.fileno(), 65536)
             if not chunk:
                 break

@@ -85,6 +85,7 @@ class KernelVmOptions:
     jobs: int = 0
     tests_per_boot: int = 0  # 0: as many as the VM survives; 1: a fresh VM per test
     kunit: tuple[str, ...] = ()  # KUnit tests built in: Kconfig symbols or .kunitconfig files
+    idle_timeout: float | None = None  # a test silent this long is killed (TIMEOUT)
 
 
 @dataclass
@@ -278,7 +279,8 @@ class KernelVmExecutor:
                 # a retry gets its own directory: the first attempt's logs stay
                 guests = [replace(p.guest, idx=p.guest.idx + 1000 * attempt) for p in batch]
                 session = run_session(vm, guests, chan, rw_dirs=[g.workdir for g in guests],
-                                      kmemleak=self.opts.kmemleak, sandbox=self.sandbox)  # fmt: skip
+                                      kmemleak=self.opts.kmemleak, sandbox=self.sandbox,
+                                      idle_timeout=self.opts.idle_timeout)  # fmt: skip
                 todo = self._take(session, batch) + todo[len(batch) :]
 
     def _take(self, session: Session, todo: list[_Pending]) -> list[_Pending]:
@@ -315,6 +317,7 @@ class KernelVmExecutor:
             duration=tr.duration, boot_seconds=session.boot_seconds, timed_out=tr.timed_out,
             booted=True, kvm=session.kvm,
             error=("guest stopped during the test (crash?); see console.log" if died
+                   else f"killed: no output for {tr.idle:g}s (hung?)" if tr.idle is not None
                    else f"timed out after {tr.test.timeout:g}s" if tr.timed_out else None),
         )  # fmt: skip
         outcome, note = judge(vmrun, parsed, crashes, cut_by_deadline=False)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from patchci import ktap, proc
 from patchci.crash import DEFAULT_CONFIG, CrashConfig, CrashDetector
-from patchci.errors import CommandTimeout, ToolMissing
+from patchci.errors import CommandIdle, CommandTimeout, ToolMissing
 from patchci.executor.base import (
     RETRY_ON,
     RUN_DONE,
@@ -111,6 +111,7 @@ class LocalExecutor:
         clock: Callable[[], datetime] = now,
         sandbox: Sandbox | None = None,
         writable: Sequence[Path] = (),
+        idle_timeout: float | None = None,
     ) -> None:
         self.name = name
         self.build_command = tuple(build_command) if build_command else None
@@ -124,6 +125,7 @@ class LocalExecutor:
         self.clock = clock
         self.sandbox = sandbox  # the branch's build and tests are patch code
         self.writable = tuple(writable)  # besides the worktree and logs, for the tests
+        self.idle_timeout = idle_timeout  # a test silent this long is killed as hung
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -227,7 +229,10 @@ class LocalExecutor:
                 spec.argv, on_line, cwd=self._cwd(spec, worktree), timeout=timeout,
                 env=self.env, log_path=log_path, sandbox=self.sandbox,
                 writable=(worktree, log_path.parent, *self.writable),
+                idle_timeout=self.idle_timeout,
             )  # fmt: skip
+        except CommandIdle as e:
+            rc, note = None, f"killed: no output for {e.idle:g}s (hung?)"
         except CommandTimeout:
             rc, note = None, f"killed after {timeout:g}s"
         except (ToolMissing, OSError) as e:

@@ -78,6 +78,7 @@ class TestRun:
     tainted: bool
     console: tuple[str, ...]  # the kernel console while it ran
     kmemleak: Path | None
+    idle: float | None = None  # killed after this long without output (timed_out too)
 
 
 @dataclass(frozen=True)
@@ -135,12 +136,18 @@ def runner_script(chan: Path, tests: Sequence[GuestTest], kmemleak: bool) -> str
 
 
 class _Watchdog(threading.Thread):
-    """Kills the VM at the boot deadline, or when the running test outlives its timeout."""
+    """Kills the VM at the boot deadline, or when the running test outlives its timeout or
+    (*idle_timeout*) prints nothing for that long: its output file stops growing."""
 
-    def __init__(self, chan: Path, boot_timeout: float, tests: Sequence[GuestTest]) -> None:
+    def __init__(
+        self, chan: Path, boot_timeout: float, tests: Sequence[GuestTest],
+        idle_timeout: float | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(name="vm-session-watchdog", daemon=True)
         self.chan = chan
         self.boot_timeout = boot_timeout
+        self.idle_timeout = idle_timeout
+        self.heard: dict[int, tuple[int, float]] = {}  # test idx -> (output size, when)
         self.tests = list(tests)
         self.start_time = time.monotonic()
         self.booted_at: float | None = None
@@ -166,8 +173,14 @@ class _Watchdog(threading.Thread):
                 continue
             for t in self.tests:
                 began = self.started.get(t.idx)
-                if began is not None and t.idx not in self.ended and now - began > t.timeout:
+                if began is None or t.idx in self.ended:
+                    continue
+                if now - began > t.timeout:
                     self._kill("test", t.idx)
+                    break
+                heard = self.heard.get(t.idx, (0, began))[1]
+                if self.idle_timeout is not None and now - heard > self.idle_timeout:
+                    self._kill("idle", t.idx)
                     break
 
     def look(self) -> None:
@@ -183,6 +196,14 @@ class _Watchdog(threading.Thread):
                 self.started[t.idx] = now
             if t.idx in self.started and t.idx not in self.ended and (d / "exit-status").exists():
                 self.ended[t.idx] = now
+            if self.idle_timeout is not None and t.idx in self.started and t.idx not in self.ended:
+                try:
+                    size = (d / "output.log").stat().st_size
+                except OSError:
+                    size = 0
+                last = self.heard.get(t.idx)
+                if last is None or size != last[0]:
+                    self.heard[t.idx] = (size, now)
 
     def _kill(self, why: str, idx: int | None) -> None:
         # The group proc.stream started (vng and QEMU, or the bwrap around them: killing
@@ -230,6 +251,7 @@ def run_session(
     rw_dirs: Sequence[Path] = (),
     kmemleak: bool = True,
     sandbox: Sandbox | None = None,
+    idle_timeout: float | None = None,
 ) -> Session:
     """Boot *cfg.kernel* once and run *tests* in it, in order, until one crashes, hangs,
     taints the kernel or all are done. Never raises for the guest's troubles.
@@ -248,7 +270,7 @@ def run_session(
                             "tests": [asdict(t) for t in tests], "reproduce": shlex.join(argv)}  # fmt: skip
     (chan / "session.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     log.info("vm: booting %s (%s) for %d tests", cfg.kernel, kvm_reason, len(tests))
-    dog = _Watchdog(chan, cfg.boot_timeout, tests)
+    dog = _Watchdog(chan, cfg.boot_timeout, tests, idle_timeout)
     path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     env = {"PATH": f"{Path(cfg.vng).parent}{os.pathsep}{path}" if os.sep in cfg.vng else path}
     backstop = cfg.boot_timeout + sum(t.timeout + 30 for t in tests) + 60
@@ -294,12 +316,13 @@ def _test_run(
     began, ended = dog.started.get(t.idx), dog.ended.get(t.idx)
     end = ended if ended is not None else time.monotonic()
     duration = (end - began) if began is not None else 0.0
-    timed_out = dog.killed_for == ("test", t.idx)
+    idle = dog.idle_timeout if dog.killed_for == ("idle", t.idx) else None
+    timed_out = dog.killed_for == ("test", t.idx) or idle is not None
     leak = d / "kmemleak.txt"
     return TestRun(
         test=t, started=started, exit_code=None if timed_out else exit_code, output=output,
         duration=duration, timed_out=timed_out, tainted=(d / "tainted").exists(),
-        console=console.get(t.idx, ()), kmemleak=leak if leak.exists() else None,
+        console=console.get(t.idx, ()), kmemleak=leak if leak.exists() else None, idle=idle,
     )  # fmt: skip
 
 

@@ -60,7 +60,7 @@ def run_tests(
 def executor_for(ss: StreamSettings, sandbox: Sandbox | None = None) -> LocalExecutor:
     return LocalExecutor(
         f"local-{ss.name}", ss.build_command or None, retries=ss.retries, jobs=ss.jobs,
-        timeout=ss.test_timeout, env=ss.env, sandbox=sandbox,
+        timeout=ss.test_timeout, env=ss.env, sandbox=sandbox, idle_timeout=ss.idle_timeout,
     )  # fmt: skip
 
 
@@ -79,7 +79,8 @@ def stream_executors(
         if ex.kind == "local":
             timeout = ex.test_timeout or ss.test_timeout
             local = LocalExecutor(ex.name, ex.build_command or None, retries=ex.retries,
-                                  jobs=ex.workers, timeout=timeout, env=ex.env, sandbox=sandbox)  # fmt: skip
+                                  jobs=ex.workers, timeout=timeout, env=ex.env, sandbox=sandbox,
+                                  idle_timeout=ex.idle_timeout or ss.idle_timeout)  # fmt: skip
             tests_dir = ex.tests_dir or ss.tests_dir
             out.append((local, selftest_specs(tree_path, base, tests_dir, timeout)))
             continue
@@ -90,6 +91,7 @@ def stream_executors(
             boot_timeout=ex.boot_timeout, retries=ex.retries,
             kvm={"auto": None, "on": True, "off": False}[ex.kvm], deadline=ex.deadline,
             kmemleak=ex.kmemleak, jobs=ex.jobs, tests_per_boot=ex.tests_per_boot, kunit=ex.kunit,
+            idle_timeout=ex.idle_timeout,
         )  # fmt: skip
         root = settings.data_path / "executors" / namify(ex.name) / namify(ss.tree)
         vm = KernelVmExecutor(opts, worktree_root=root, ccache_dir=settings.ccache_path,
