@@ -161,6 +161,14 @@ def test_deprecated_api(repo: Git, tmp_path: Path, files: dict[str, str | None],
             [],
         ),
         ({ST + "prog.bpf.c": "int x;\n"}, Outcome.PASS, []),
+        # a config or .gitignore the patch touches stays sorted (underscores ignored)
+        ({ST + "config": "CONFIG_A=y\nCONFIG_NET_A=m\nCONFIG_NETB=y\n"}, Outcome.PASS, []),
+        (
+            {ST + "config": "CONFIG_B=y\nCONFIG_A=y\n"},
+            Outcome.FAIL,
+            ["config: not sorted: 'CONFIG_A=y' should come before 'CONFIG_B=y'"],
+        ),
+        ({ST + ".gitignore": "# built\nzeta\nalpha\n"}, Outcome.FAIL, ["'alpha' should come"]),
         ({"net/new.sh": "#!/bin/sh\n"}, Outcome.PASS, []),
     ],
 )

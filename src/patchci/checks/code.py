@@ -205,20 +205,41 @@ def selftest_problems(root: Path, new_files: Sequence[str]) -> list[str]:
     return problems
 
 
+def unsorted(root: Path, rel: str) -> str | None:
+    """A selftest `config` or `.gitignore` the patch touched must stay sorted (NIPA's
+    validate_config_format: comments and blank lines skipped, underscores ignored); the
+    first pair out of order, or None."""
+    try:
+        text = (root / rel).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None  # deleted by the patch
+    items = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    for a, b in zip(items, items[1:], strict=False):
+        if a.replace("_", "") > b.replace("_", ""):
+            return f"{rel}: not sorted: {b!r} should come before {a!r}"
+    return None
+
+
 class CheckSelftest(_DiffCheck):
     """New selftests are wired up: a new .sh/.py under tools/testing/selftests/ is in its
-    directory's Makefile; a new .c (not .bpf.c) is in the Makefile and the .gitignore."""
+    directory's Makefile; a new .c (not .bpf.c) is in the Makefile and the .gitignore; a
+    selftest `config` or `.gitignore` the patch touches stays sorted."""
 
     name = "check_selftest"
     description = "New selftests are listed in their Makefile and .gitignore"
 
     def run(self, ctx: CheckContext) -> Verdict:
-        new = [f.path for f in _show(ctx) if f.new_file and f.path.startswith(SELFTESTS)]
-        if not new:
+        diffs = [f for f in _show(ctx) if f.path.startswith(SELFTESTS)]
+        new = [f.path for f in diffs if f.new_file]
+        listed = [f.path for f in diffs if Path(f.path).name in ("config", ".gitignore")]
+        if not new and not listed:
             return Verdict(Outcome.PASS, "no new selftest files")
         problems = selftest_problems(ctx.worktree, new)
+        problems += [p for rel in listed if (p := unsorted(ctx.worktree, rel)) is not None]
         if problems:
             return Verdict(Outcome.FAIL, f"selftest not wired up: {problems[0]}"
                            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
                            "\n".join(problems) + "\n")  # fmt: skip
+        if not new:
+            return Verdict(Outcome.PASS, f"selftest lists sorted: {len(listed)}")
         return Verdict(Outcome.PASS, f"new selftest files wired up: {len(new)}")
