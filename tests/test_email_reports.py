@@ -29,11 +29,11 @@ from patchci.db.store import Store
 from patchci.devtools.pwemu import FakePatchwork
 from patchci.sources.mail import parse_mail
 from patchci.sources.mbox import _split_mbox
-from tests.test_daemon import PROJECT, SOURCE, Demo, demo, emu
+from tests.pwconfig import SOURCE, TOKEN_ENV, tree_toml, write_config
+from tests.test_daemon import Demo, demo, emu
 
 __all__ = ["demo", "emu"]
 REPO = Path(__file__).resolve().parents[1]
-TOKEN_ENV = "PATCHCI_TEST_PW_TOKEN"
 LIST = "netdev@vger.example.org"
 # The demo samples whose checks fail: missing Signed-off-by, bad Fixes tag, does not apply.
 FAILING = {"missing Signed-off-by": "signed_off_by", "bad Fixes tag": "fixes_tag",
@@ -89,34 +89,15 @@ def smtp() -> Iterator[Smtp]:
 def _config(tmp_path: Path, emu: FakePatchwork, demo: Demo, port: int, **email_opts: Any) -> Path:
     extra = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in email_opts.items())
     extra = extra.replace("True", "true").replace("False", "false")
-    cfg = tmp_path / "patchci.toml"
-    cfg.write_text(f"""
-data_dir = "data"
-
-[[sources]]
-name = "{SOURCE}"
-type = "patchwork"
-url = "{emu.url}"
-project = "{PROJECT}"
-token_env = "{TOKEN_ENV}"
-retries = 1
-timeout = 5
-
-[[trees]]
-name = "net"
-path = "{demo.tree}"
-branch = "net"
-tags = ["net"]
-checks = ["signed_off_by", "fixes_tag", "series_format"]
-
-[[trees]]
-name = "net-next"
-path = "{demo.tree}"
-branch = "main"
-tags = ["net-next"]
-paths = ["drivers/", "net/", "include/"]
-checks = ["signed_off_by", "fixes_tag", "series_format"]
-
+    checks = ["signed_off_by", "fixes_tag", "series_format"]
+    trees = tree_toml("net", demo.tree, "net", checks) + tree_toml(
+        "net-next", demo.tree, "main", checks, paths=["drivers/", "net/", "include/"]
+    )
+    return write_config(
+        tmp_path,
+        emu,
+        trees
+        + f"""
 [report.patchwork]
 web_url = "https://ci.example.org"
 
@@ -126,8 +107,10 @@ from = "patchci <ci@example.org>"
 cc = ["{LIST}"]
 smtp_host = "127.0.0.1"
 smtp_port = {port}
-{extra}""")
-    return cfg
+{extra}""",
+        retries="1",
+        timeout="5",
+    )
 
 
 def _ingest(cfg: Path, emu: FakePatchwork, monkeypatch: pytest.MonkeyPatch) -> int:

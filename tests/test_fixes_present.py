@@ -10,36 +10,16 @@ import pytest
 
 from patchci.cli import main
 from patchci.devtools.pwemu import FakePatchwork
-from tests.test_daemon import PROJECT, SOURCE, Demo, demo, emu
+from tests.pwconfig import TOKEN_ENV, tree_toml, write_config
+from tests.test_daemon import Demo, demo, emu
 
 __all__ = ["demo", "emu"]
-TOKEN_ENV = "PATCHCI_TEST_PW_TOKEN"
 
 
 def _config(tmp_path: Path, emu: FakePatchwork, demo: Demo) -> Path:
-    cfg = tmp_path / "patchci.toml"
-    trees = "".join(
-        f"""
-[[trees]]
-name = "{name}"
-path = "{demo.tree}"
-branch = "{branch}"
-tags = ["{name}"]
-checks = ["fixes_present"]
-"""
-        for name, branch in (("net", "net"), ("net-next", "main"))
-    )
-    cfg.write_text(f"""
-data_dir = "data"
-
-[[sources]]
-name = "{SOURCE}"
-type = "patchwork"
-url = "{emu.url}"
-project = "{PROJECT}"
-token_env = "{TOKEN_ENV}"
-{trees}""")
-    return cfg
+    trees = "".join(tree_toml(name, demo.tree, branch, ["fixes_present"])
+                    for name, branch in (("net", "net"), ("net-next", "main")))  # fmt: skip
+    return write_config(tmp_path, emu, trees)
 
 
 def _without_fixes(mbox: bytes) -> bytes:

@@ -13,38 +13,19 @@ from patchci.cli import main
 from patchci.db.store import Store
 from patchci.devtools.pwemu import FakePatchwork
 from patchci.git import Git
-from tests.test_daemon import PROJECT, SOURCE, Demo, demo, emu
+from tests.pwconfig import SOURCE, TOKEN_ENV, tree_toml, write_config
+from tests.test_daemon import Demo, demo, emu
 
 __all__ = ["demo", "emu"]
-TOKEN_ENV = "PATCHCI_TEST_PW_TOKEN"
 
 
 def test_a_series_without_a_tree_tag_follows_its_fixes(
     tmp_path: Path, emu: FakePatchwork, demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # net-next first: the configuration order must not decide
-    trees = "".join(
-        f"""
-[[trees]]
-name = "{name}"
-path = "{demo.tree}"
-branch = "{branch}"
-tags = ["{name}"]
-checks = ["signed_off_by"]
-"""
-        for name, branch in (("net-next", "main"), ("net", "net"))
-    )
-    cfg = tmp_path / "patchci.toml"
-    cfg.write_text(f"""
-data_dir = "data"
-
-[[sources]]
-name = "{SOURCE}"
-type = "patchwork"
-url = "{emu.url}"
-project = "{PROJECT}"
-token_env = "{TOKEN_ENV}"
-{trees}""")
+    trees = "".join(tree_toml(name, demo.tree, branch, ["signed_off_by"])
+                    for name, branch in (("net-next", "main"), ("net", "net")))  # fmt: skip
+    cfg = write_config(tmp_path, emu, trees)
     fix = next(s for s in demo.samples if s.label == "fix for net with a good Fixes tag")
     untagged = fix.mbox.replace(b"[PATCH net]", b"[PATCH]")
     assert b"[PATCH]" in untagged and b"\nFixes: " in untagged

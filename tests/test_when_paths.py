@@ -11,46 +11,36 @@ import pytest
 from patchci.cli import main
 from patchci.db.store import Store
 from patchci.devtools.pwemu import FakePatchwork
-from tests.test_daemon import PROJECT, SOURCE, Demo, demo, emu
+from tests.pwconfig import SOURCE, TOKEN_ENV, tree_toml, write_config
+from tests.test_daemon import Demo, demo, emu
 
 __all__ = ["demo", "emu"]
-TOKEN_ENV = "PATCHCI_TEST_PW_TOKEN"
 
 
 def test_checks_run_only_for_their_paths(
     tmp_path: Path, emu: FakePatchwork, demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = tmp_path / "patchci.toml"
-    cfg.write_text(f"""
-data_dir = "data"
-
-[[sources]]
-name = "{SOURCE}"
-type = "patchwork"
-url = "{emu.url}"
-project = "{PROJECT}"
-token_env = "{TOKEN_ENV}"
-
-[[trees]]
-name = "net-next"
-path = "{demo.tree}"
-branch = "main"
-tags = ["net-next", "net"]
-checks = ["rust", "drivers", "series_format"]
-
+    tree = tree_toml("net-next", demo.tree, "main", ["rust", "drivers", "series_format"],
+                     tags=["net-next", "net"])  # fmt: skip
+    cfg = write_config(
+        tmp_path,
+        emu,
+        tree
+        + """
 [checks.rust]
 kind = "external"
-options = {{ command = ["true"] }}
+options = { command = ["true"] }
 when_paths = ["*.rs"]
 
 [checks.drivers]
 kind = "external"
-options = {{ command = ["true"] }}
+options = { command = ["true"] }
 when_paths = ["drivers/"]
 
 [checks.series_format]
 when_paths = ["include/"]
-""")
+""",
+    )
     wide = next(s for s in demo.samples if s.label == "clean series for net-next")
     narrow = next(s for s in demo.samples if s.label == "missing Signed-off-by")
     ids = {"wide": emu.add_series_from_mbox(wide.mbox),

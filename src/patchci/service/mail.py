@@ -21,7 +21,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from patchci.config import EmailReport, Settings
-from patchci.db.store import Store
+from patchci.db.store import SeriesRow, Store
 from patchci.model import DONE, REPORTED
 from patchci.report.email import ReportMail, compose, findings
 from patchci.service.report import log_url
@@ -87,11 +87,10 @@ def write_outbox(mail: ReportMail, outbox: Path) -> Path:
 
 
 def _mail_for(
-    store: Store, settings: Settings, series_id: int, when: datetime
+    store: Store, settings: Settings, row: SeriesRow, when: datetime
 ) -> ReportMail | None:
-    """The report mail series *series_id* would get now, if its checks found problems."""
+    """The report mail series *row* would get now, if its checks found problems."""
     cfg = settings.report.email
-    row = store.series_row(series_id)
     tree = next((t for t in settings.trees if t.name == row.tree), None)
     found = findings(store.latest_results(row.id), cfg, tree.email_checks if tree else None)
     if not found:
@@ -106,7 +105,7 @@ def show_mail(settings: Settings, series_id: int) -> int:
 
     store = open_store(settings)
     try:
-        mail = _mail_for(store, settings, series_id, datetime.now(UTC))
+        mail = _mail_for(store, settings, store.series_row(series_id), datetime.now(UTC))
         if mail is None:
             print(f"series {series_id}: no check found a problem that [report.email] mails "
                   f"(outcomes {list(settings.report.email.outcomes)})")  # fmt: skip
@@ -136,7 +135,7 @@ def mail_pending(store: Store, settings: Settings, *, now: datetime | None = Non
     budget = cfg.max_per_hour - store.count_deliveries(TARGET, "sent", when - timedelta(hours=1))
     total = MailStats()
     for row in store.recent_series((REPORTED, DONE), when - timedelta(seconds=cfg.max_age)):
-        mail = _mail_for(store, settings, row.id, when)
+        mail = _mail_for(store, settings, row, when)
         if mail is None or not mail.recipients:
             continue
         ledger = [d for d in store.series_deliveries(row.id, TARGET)
