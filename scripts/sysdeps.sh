@@ -6,7 +6,7 @@ set -euo pipefail
 what=${1:-test}
 
 pkgs_demo=(git gcc make perl xz-utils linux-source-6.1 bubblewrap)
-pkgs_test=("${pkgs_demo[@]}" postgresql chromium)
+pkgs_test=("${pkgs_demo[@]}" postgresql chromium redis-server)
 
 declare -A probe=(
   [git]="command -v git"
@@ -18,6 +18,7 @@ declare -A probe=(
   [postgresql]="ls /usr/lib/postgresql/*/bin/initdb"
   [linux-source-6.1]="ls /usr/src/linux-source-6.1.tar.xz"
   [bubblewrap]="command -v bwrap"
+  [redis-server]="command -v redis-server"
 )
 
 case $what in

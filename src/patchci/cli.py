@@ -233,6 +233,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_settings(args), host=args.host, port=args.port)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    from pydantic import ValidationError
+
+    from patchci.config import WorkerSettings, format_validation_error, load_worker_settings
+    from patchci.worker.main import cmd_worker as run_worker
+
+    path = args.worker_config or os.environ.get("PATCHCI_WORKER_CONFIG")
+    overrides = {
+        "name": args.name, "work_dir": args.work_dir, "server_url": args.server_url,
+        "concurrency": args.concurrency,
+        "queues": tuple(q for q in args.queues.split(",") if q) if args.queues else None,
+    }  # fmt: skip
+    if path:
+        ws = load_worker_settings(path, overrides)
+    else:
+        try:
+            ws = WorkerSettings.model_validate({k: v for k, v in overrides.items() if v})
+        except ValidationError as e:
+            raise ConfigError(f"worker: {format_validation_error(e)} (or give --worker-config)") from e
+    level = "DEBUG" if args.verbose > 1 else "INFO"
+    return run_worker(ws, Path(path) if path else None, loglevel=level)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from patchci.demo.run import run_demo
 
@@ -336,6 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     sv.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
     sv.set_defaults(func=cmd_serve)
+
+    wk = sub.add_parser(
+        "worker",
+        help="run executor jobs from the broker on this host (a Celery worker)",
+        description="Take jobs from the broker's queues, run each job's executor on the "
+        "branch it names and upload the logs and result to the server's API. Needs only "
+        "the [worker] file, the broker URL and the upload token (environment): no database, "
+        "no Patchwork token. See README.md, 'Executors on other machines'.",
+    )
+    wk.add_argument("--worker-config", metavar="FILE",
+                    help="the host's [worker] TOML (env PATCHCI_WORKER_CONFIG)")  # fmt: skip
+    wk.add_argument("--name", help="worker name, as in the server's [[broker.workers]]")
+    wk.add_argument("--queues", metavar="Q1,Q2", help="queues to take jobs from (capabilities)")
+    wk.add_argument("--work-dir", metavar="DIR", help="git cache, worktrees, builds, run logs")
+    wk.add_argument("--server-url", metavar="URL", help="the patchci server's web address")
+    wk.add_argument("--concurrency", type=int, metavar="N", help="jobs run at once")
+    wk.set_defaults(func=cmd_worker)
 
     rq = sub.add_parser(
         "requeue", help="check stored series again (after fixing a tree, a check, a tool)",

@@ -128,6 +128,13 @@ class ExecutorSettings(_Model):
     tests_dir: str | None = None
     build_command: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
+    # With a [broker]: the Celery queue its jobs go to, i.e. the capability a worker host
+    # must have ("vm-x86_64", "kvm", a lab's label). Default: the kind ("vm", "local").
+    queue: Annotated[str, Field(pattern=NAME_RE)] | None = None
+
+    @property
+    def job_queue(self) -> str:
+        return self.queue or self.kind
 
     @model_validator(mode="after")
     def _kind_keys(self) -> ExecutorSettings:
@@ -255,6 +262,40 @@ class FeedConfig(_Model):
     git_url: str | None = None
 
 
+class WorkerAccess(_Model):
+    """One `[[broker.workers]]` entry: an executor host allowed to report results. Its
+    token lives in the server's environment (*token_env*) and in the worker's, never in a
+    file."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    token_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+    def token(self) -> str | None:
+        return os.environ.get(self.token_env) or None
+
+
+class BrokerConfig(_Model):
+    """`[broker]`: run the executors' jobs on `patchci worker` hosts through Celery (Redis
+    by URL; RabbitMQ's amqp:// works the same). Without it they run inside the daemon."""
+
+    url: str | None = None  # e.g. "redis://127.0.0.1:6379/0"
+    url_env: str = "PATCHCI_BROKER_URL"  # read when `url` is unset (a password in the URL)
+    # Redis hands an unacknowledged job to another worker after this long: it must exceed
+    # the longest executor deadline, or a job of hours runs twice. None: that deadline + 1 h.
+    visibility_timeout: Annotated[float, Field(gt=0)] | None = None
+    # A running job whose worker has not reported for this long is given to another worker
+    # (its first attempt counts), as is a queued one no worker started within requeue_after.
+    heartbeat_timeout: Annotated[float, Field(gt=0)] = 120.0
+    requeue_after: Annotated[float, Field(gt=0)] | None = None  # None: visibility_timeout
+    # Results and logs a worker uploads: per file, and in all for one job.
+    max_file_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    max_job_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024 * 1024
+    workers: tuple[WorkerAccess, ...] = ()
+
+    def broker_url(self) -> str | None:
+        return self.url or os.environ.get(self.url_env) or None
+
+
 class SandboxConfig(_Model):
     """`[sandbox]`: how patch code (builds, the patched tree's scripts, tests) runs."""
 
@@ -302,6 +343,7 @@ class Settings(_Model):
     feed: FeedConfig = FeedConfig()
     sandbox: SandboxConfig = SandboxConfig()
     verdicts: VerdictConfig = VerdictConfig()
+    broker: BrokerConfig | None = None
     # Set by load_settings: the file these settings came from (hidden from patch code).
     config_path: str | None = None
     # Set by the CLI: print each series' progress and verdict as it is checked.
@@ -323,6 +365,14 @@ class Settings(_Model):
     def _streams_name_trees(self) -> Settings:
         names = {t.name for t in self.trees}
         _unique([e.name for e in self.executors], "executors")
+        if self.broker is not None:
+            _unique([w.name for w in self.broker.workers], "broker.workers")
+            vt = self.broker.visibility_timeout
+            long = max(self.executors, key=lambda e: e.deadline, default=None)
+            if vt is not None and long is not None and vt <= long.deadline:
+                raise ValueError(f"broker.visibility_timeout: {vt:g} s is not above executor "
+                                 f"{long.name}'s deadline ({long.deadline:g} s): Redis would "
+                                 "hand its running job to a second worker")  # fmt: skip
         execs = {e.name for e in self.executors}
         for s in self.streams:
             if s.tree not in names:
@@ -332,6 +382,14 @@ class Settings(_Model):
                     raise ValueError(f"streams.{s.name}.executors: no [[executors]] entry "
                                      f"named {e!r}")  # fmt: skip
         return self
+
+    @property
+    def visibility_timeout(self) -> float:
+        """The broker's visibility timeout: set, or the longest deadline + 1 h."""
+        if self.broker is not None and self.broker.visibility_timeout is not None:
+            return self.broker.visibility_timeout
+        longest = max((e.deadline for e in self.executors), default=4 * 3600.0)
+        return max(longest, max((s.test_timeout for s in self.streams), default=0.0)) + 3600.0
 
     def executor(self, name: str) -> ExecutorSettings:
         for e in self.executors:
@@ -571,3 +629,69 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
                 for it in items
             ]
     return out
+
+
+# --- an executor host's own configuration (`patchci worker`) ------------------------------
+
+
+class WorkerSettings(_Model):
+    """`[worker]` of a worker host's file. Nothing here reaches the database or Patchwork:
+    patch code runs on this host, so it holds only what running executors needs and a
+    token that can upload results, nothing more."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    queues: tuple[Annotated[str, Field(pattern=NAME_RE)], ...] = ("local",)
+    work_dir: str = "~/.local/share/patchci-worker"
+    server_url: Annotated[str, Field(pattern=r"^https?://")] = "http://127.0.0.1:8080"
+    token_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "PATCHCI_WORKER_TOKEN"
+    broker_url: str | None = None
+    broker_url_env: str = "PATCHCI_BROKER_URL"
+    # The executors this host may run (empty: any job arriving on its queues); a job for
+    # another is refused, recorded, and handed back.
+    executors: tuple[str, ...] = ()
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    heartbeat: Annotated[float, Field(gt=0)] = 15.0
+    # Upload and API calls: the timeout of one, and how long to keep trying in all.
+    http_timeout: Annotated[float, Field(gt=0)] = 60.0
+    upload_patience: Annotated[float, Field(gt=0)] = 600.0
+    visibility_timeout: Annotated[float, Field(gt=0)] = 5 * 3600.0  # as the server's
+    sandbox: SandboxConfig = SandboxConfig()
+
+    @property
+    def work_path(self) -> Path:
+        return Path(os.path.expanduser(self.work_dir)).resolve()
+
+    def token(self) -> str | None:
+        return os.environ.get(self.token_env) or None
+
+    def broker(self) -> str | None:
+        return self.broker_url or os.environ.get(self.broker_url_env) or None
+
+
+class _WorkerFile(_Model):
+    worker: WorkerSettings
+
+
+def load_worker_settings(
+    path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> WorkerSettings:
+    """A worker host's TOML file (`[worker]` only: a server key there is refused)."""
+    p = Path(path)
+    text = read_file(p, "worker configuration file")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from e
+    w = data.get("worker")
+    if isinstance(w, dict):
+        if (
+            "work_dir" in w
+            and isinstance(w["work_dir"], str)
+            and not w["work_dir"].startswith(("/", "~"))
+        ):
+            w["work_dir"] = str(p.parent.resolve() / w["work_dir"])
+        w.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return _WorkerFile.model_validate(data).worker
+    except ValidationError as e:
+        raise ConfigError(f"{p}: {format_validation_error(e)}") from e

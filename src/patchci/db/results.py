@@ -323,6 +323,8 @@ class ResultsStore(Database):
             select(rc.id, rc.executor, rc.worker, rc.lease_until, rc.attempts, bc.name)
             .join(t.branches, bc.id == rc.branch_id)
             .where(rc.status == RUN_RUNNING)
+            # a run sent to a worker host is the broker's to redeliver (db/jobs.py)
+            .where(~exists().where(t.executor_jobs.c.run_id == rc.id))
         )
         with self._read() as conn:
             rows = conn.execute(q).all()

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     func,
 )
 
@@ -398,4 +399,45 @@ bisections = Table(
     Column("lease_until", UTCDateTime, nullable=True),
     UniqueConstraint("branch_id", "executor", "grp", "name"),
     Index(None, "status"),
+)
+
+# --- executor jobs on worker hosts ([broker]) --------------------------------------------
+# One row per (run, executor) sent through the broker. The job id is the Celery task id and
+# the key a worker reports under, so a result delivered twice is stored once.
+
+executor_jobs = Table(
+    "executor_jobs",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("queue", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # JSON JobSpec, republished as is
+    Column("state", Text, nullable=False),  # queued | running | done | error
+    Column("enqueued_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("heartbeat_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("deadline", Float, nullable=False),  # seconds a start may take to end
+    Column("worker", Text, nullable=False, server_default=""),
+    # JSON [{"worker", "started", "ended", "how"}]: each start, and how it ended
+    Column("attempts", Text, nullable=False, server_default="[]"),
+    Column("requeues", Integer, nullable=False, server_default="0"),
+    Column("uploaded_bytes", Integer, nullable=False, server_default="0"),
+    Column("collected", Boolean, nullable=False, server_default=false()),
+    # False until the broker took the message: a send that failed is retried next cycle
+    Column("sent", Boolean, nullable=False, server_default=false()),
+    Index(None, "state"),
+    Index(None, "run_id"),
+)
+
+# Seen by their heartbeats to the upload API.
+executor_workers = Table(
+    "executor_workers",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("queues", Text, nullable=False),  # comma-separated
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    Column("job_id", Text, nullable=True),  # running now
 )

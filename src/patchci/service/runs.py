@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from patchci.config import Settings, StreamSettings
+from patchci.config import ExecutorSettings, Settings, StreamSettings
 from patchci.db.results import ResultsStore
 from patchci.errors import InfraError
 from patchci.executor.base import RUN_DONE, RUN_ERROR, Executor, RunResult, TestSpec, namify
@@ -57,46 +57,69 @@ def run_tests(
         return RunResult(executor.name, name, started, datetime.now(UTC), RUN_ERROR, str(e))
 
 
-def executor_for(ss: StreamSettings, sandbox: Sandbox | None = None) -> LocalExecutor:
-    return LocalExecutor(
-        f"local-{ss.name}", ss.build_command or None, retries=ss.retries, jobs=ss.jobs,
-        timeout=ss.test_timeout, env=ss.env, sandbox=sandbox, idle_timeout=ss.idle_timeout,
+def stream_executor_settings(settings: Settings, ss: StreamSettings) -> list[ExecutorSettings]:
+    """The stream's executors with the stream's defaults filled in: its `[[executors]]`,
+    or without any the local run of its tests_dir. What a job carries to a worker host."""
+    if not ss.executors:
+        implicit = ExecutorSettings(
+            name=f"local-{ss.name}", kind="local", tests_dir=ss.tests_dir,
+            test_timeout=ss.test_timeout, idle_timeout=ss.idle_timeout, retries=ss.retries,
+            build_command=ss.build_command, env=ss.env,
+        )  # fmt: skip
+        return [implicit.model_copy(update={"workers": ss.jobs})]
+    out = []
+    for name in ss.executors:
+        ex = settings.executor(name)
+        if ex.kind == "local":
+            ex = ex.model_copy(update={
+                "test_timeout": ex.test_timeout or ss.test_timeout,
+                "idle_timeout": ex.idle_timeout or ss.idle_timeout,
+                "tests_dir": ex.tests_dir or ss.tests_dir,
+            })  # fmt: skip
+        out.append(ex)
+    return out
+
+
+def make_executor(
+    ex: ExecutorSettings, *, root: Path, ccache: Path, sandbox: Sandbox | None
+) -> Executor:
+    """The executor *ex* describes; a vm executor keeps its worktree and builds in *root*."""
+    if ex.kind == "local":
+        return LocalExecutor(
+            ex.name, ex.build_command or None, retries=ex.retries, jobs=ex.workers,
+            timeout=ex.test_timeout or 300.0, env=ex.env, sandbox=sandbox,
+            idle_timeout=ex.idle_timeout,
+        )  # fmt: skip
+    opts = KernelVmOptions(
+        name=ex.name, kernel=ex.kernel, fragments=ex.config, debug=ex.debug,
+        targets=ex.targets, tests=ex.tests, ignore=ex.ignore, workers=ex.workers,
+        cpus=ex.cpus, memory=ex.memory, test_timeout=ex.test_timeout,
+        boot_timeout=ex.boot_timeout, retries=ex.retries,
+        kvm={"auto": None, "on": True, "off": False}[ex.kvm], deadline=ex.deadline,
+        kmemleak=ex.kmemleak, jobs=ex.jobs, tests_per_boot=ex.tests_per_boot, kunit=ex.kunit,
+        idle_timeout=ex.idle_timeout,
     )  # fmt: skip
+    return KernelVmExecutor(opts, worktree_root=root, ccache_dir=ccache, sandbox=sandbox)
+
+
+def executor_tests(ex: ExecutorSettings, repo: Path, base: str) -> Sequence[TestSpec]:
+    """What a local executor runs (the executables of its tests_dir at *base*); a vm
+    executor finds its tests in the branch itself."""
+    if ex.kind != "local":
+        return ()
+    return selftest_specs(repo, base, ex.tests_dir or "", ex.test_timeout or 300.0)
 
 
 def stream_executors(
     settings: Settings, ss: StreamSettings, tree_path: Path, base: str
 ) -> list[tuple[Executor, Sequence[TestSpec]]]:
-    """The stream's executors with their tests: its `[[executors]]`, or without any the
-    local run of its tests_dir. A vm executor finds its tests in the branch itself."""
+    """The stream's executors, built here, with their tests."""
     sandbox = settings.untrusted()
-    if not ss.executors:
-        tests = selftest_specs(tree_path, base, ss.tests_dir, ss.test_timeout)
-        return [(executor_for(ss, sandbox), tests)]
     out: list[tuple[Executor, Sequence[TestSpec]]] = []
-    for name in ss.executors:
-        ex = settings.executor(name)
-        if ex.kind == "local":
-            timeout = ex.test_timeout or ss.test_timeout
-            local = LocalExecutor(ex.name, ex.build_command or None, retries=ex.retries,
-                                  jobs=ex.workers, timeout=timeout, env=ex.env, sandbox=sandbox,
-                                  idle_timeout=ex.idle_timeout or ss.idle_timeout)  # fmt: skip
-            tests_dir = ex.tests_dir or ss.tests_dir
-            out.append((local, selftest_specs(tree_path, base, tests_dir, timeout)))
-            continue
-        opts = KernelVmOptions(
-            name=ex.name, kernel=ex.kernel, fragments=ex.config, debug=ex.debug,
-            targets=ex.targets, tests=ex.tests, ignore=ex.ignore, workers=ex.workers,
-            cpus=ex.cpus, memory=ex.memory, test_timeout=ex.test_timeout,
-            boot_timeout=ex.boot_timeout, retries=ex.retries,
-            kvm={"auto": None, "on": True, "off": False}[ex.kvm], deadline=ex.deadline,
-            kmemleak=ex.kmemleak, jobs=ex.jobs, tests_per_boot=ex.tests_per_boot, kunit=ex.kunit,
-            idle_timeout=ex.idle_timeout,
-        )  # fmt: skip
+    for ex in stream_executor_settings(settings, ss):
         root = settings.data_path / "executors" / namify(ex.name) / namify(ss.tree)
-        vm = KernelVmExecutor(opts, worktree_root=root, ccache_dir=settings.ccache_path,
-                              sandbox=sandbox)  # fmt: skip
-        out.append((vm, ()))
+        built = make_executor(ex, root=root, ccache=settings.ccache_path, sandbox=sandbox)
+        out.append((built, executor_tests(ex, tree_path, base)))
     return out
 
 
