@@ -37,7 +37,7 @@ from patchci.service.check import (
     retry_due,
     series_verdict,
 )
-from patchci.service.contest import cut_due, resume_runs, resume_searches
+from patchci.service.contest import collect_jobs, cut_due, resume_runs, resume_searches
 from patchci.service.ingest import expire_incomplete, poll_created, poll_mail, poll_patchwork
 from patchci.service.leases import worker_id
 from patchci.service.mail import mail_pending
@@ -126,6 +126,7 @@ def run_cycle(
         results = ResultsStore(store.engine)
         resume_runs(store, results, settings, clients)
         resume_searches(store, results, settings, clients)
+        collect_jobs(store, results, settings, clients)
         cuts = cut_due(store, results, settings, when, clients)
         stats["branches"] = sum(c.branch is not None for c in cuts)
         stats["branch_errors"] = sum(bool(c.errors) for c in cuts)
@@ -155,6 +156,8 @@ def contest_loop(
         try:
             resume_runs(store, results, settings, clients)
             resume_searches(store, results, settings, clients)
+            for branch in collect_jobs(store, results, settings, clients):
+                print(f"contest: branch {branch}: every job has ended, reported", flush=True)
             for cut in cut_due(store, results, settings, datetime.now(UTC), clients):
                 if cut.branch or cut.errors:
                     print(f"contest: stream {cut.stream}: branch {cut.branch or '-'}, run "

@@ -288,10 +288,14 @@ class JobStore(ResultsStore):
             return list(conn.execute(select(jc.id).where(jc.state == QUEUED, ~jc.sent)).scalars())
 
     def requeued(self, job_id: str, now: datetime | None = None) -> None:
+        """Sent again: queued until a worker starts it (its last start, if any, is lost)."""
         jc = t.executor_jobs.c
         with self._write() as conn:
-            conn.execute(update(t.executor_jobs).where(jc.id == job_id, jc.state.in_((QUEUED, RUNNING)))
-                         .values(enqueued_at=now or utcnow(), requeues=jc.requeues + 1))  # fmt: skip
+            conn.execute(
+                update(t.executor_jobs)
+                .where(jc.id == job_id, jc.state.in_((QUEUED, RUNNING)))
+                .values(state=QUEUED, enqueued_at=now or utcnow(), requeues=jc.requeues + 1)
+            )
 
     def finished_branches(self) -> list[str]:
         """Branches whose jobs have all ended and whose results are not collected yet."""

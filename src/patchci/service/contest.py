@@ -14,6 +14,7 @@ whose branch is due.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from patchci.brancher import (
 )
 from patchci.config import PatchworkSource, Settings, StreamSettings
 from patchci.db.culprits import CulpritStore, SearchRow
+from patchci.db.jobs import JobStore
 from patchci.db.results import BranchRow, ResultsStore
 from patchci.db.store import NotFound, Store
 from patchci.errors import ConfigError, FetchError, InfraError
@@ -59,6 +61,7 @@ from patchci.report.contest import (
 from patchci.report.deliver import DeliveryStats, deliver_posts
 from patchci.report.patchwork import CheckPost
 from patchci.service.culprits import attributions, evidence, open_searches, run_searches
+from patchci.service.jobs import Queued, enqueue_branch, keep_going
 from patchci.service.leases import holding, worker_dead, worker_id
 from patchci.service.runs import contest_summary, run_tests, stream_executors
 from patchci.sources.patchwork import PatchworkClient
@@ -149,6 +152,27 @@ def _last_branch_time(git: Git, prefix: str) -> datetime | None:
     return existing[-1][1] if existing else None
 
 
+def cut_only(
+    store: Store, results: ResultsStore, *, tree_path: Path, tree: str, stream: StreamConfig,
+    now: datetime, work_dir: Path, include: Collection[int] | None = None,
+    clients: Mapping[str, PatchworkClient] | None = None,
+) -> tuple[Manifest, int]:  # fmt: skip
+    """Cut and store the branch of *stream* for *now* (see cut_and_run); its manifest and
+    branch id. Nothing runs yet."""
+    git = Git(tree_path)
+    cands = candidates(store, tree)
+    if include is not None:
+        cands = [c for c in cands if c.series_id in include]
+    cands = reviewed(store, cands, stream, clients or {})
+    plan = plan_branch(stream, now, cands, _last_branch_time(git, stream.prefix))
+    log.info("branch %s: %d series planned (due: %s)", plan.name, len(plan.include), plan.due)
+    mboxes = {c.series_id: series_mbox(store.load_series(c.series_id)) for c in plan.include}
+    manifest = cut_branch(git, plan, stream, mboxes, work_dir / "branches")
+    gated = tuple((c.series_id, why) for c, why in plan.excluded)
+    manifest = replace(manifest, left_out=manifest.left_out + gated)
+    return manifest, results.save_branch(manifest)
+
+
 def cut_and_run(
     store: Store,
     results: ResultsStore,
@@ -169,17 +193,9 @@ def cut_and_run(
     (an empty one cuts a baseline branch of the base alone). Series kept out by the gate
     are recorded in the manifest's `left_out` with the gate's reason."""
     git = Git(tree_path)
-    cands = candidates(store, tree)
-    if include is not None:
-        cands = [c for c in cands if c.series_id in include]
-    cands = reviewed(store, cands, stream, clients or {})
-    plan = plan_branch(stream, now, cands, _last_branch_time(git, stream.prefix))
-    log.info("branch %s: %d series planned (due: %s)", plan.name, len(plan.include), plan.due)
-    mboxes = {c.series_id: series_mbox(store.load_series(c.series_id)) for c in plan.include}
-    manifest = cut_branch(git, plan, stream, mboxes, work_dir / "branches")
-    gated = tuple((c.series_id, why) for c, why in plan.excluded)
-    manifest = replace(manifest, left_out=manifest.left_out + gated)
-    branch_id = results.save_branch(manifest)
+    manifest, branch_id = cut_only(store, results, tree_path=tree_path, tree=tree,
+                                   stream=stream, now=now, work_dir=work_dir, include=include,
+                                   clients=clients)  # fmt: skip
     owner = worker_id(store)
     started = [
         (ex, specs, results.start_run(branch_id, ex.name, datetime.now(UTC)))
@@ -351,19 +367,51 @@ def configured_streams(settings: Settings) -> tuple[StreamSettings, ...]:
 def _cut_stream(
     settings: Settings, ss: StreamSettings, store: Store, results: ResultsStore, now: datetime,
     clients: Mapping[str, PatchworkClient] | None = None,
-) -> ContestRun:  # fmt: skip
-    """Cut and test the branch of *ss* for *now* with the stream's own executor and tests."""
+) -> ContestRun | Queued:  # fmt: skip
+    """Cut and test the branch of *ss* for *now* with the stream's own executor and tests;
+    with a `[broker]`, cut it and queue its jobs for the worker hosts (Queued)."""
     tree = settings.tree(ss.tree)
     stream = ss.stream_config(tree)
     path = settings.tree_path(tree)
     # a branch is cut from today's base: fetched now (a failure is ours: the cut is retried)
     TreeSync().base(next(t for t in settings.model_trees() if t.name == tree.name), force=True)
+    work_dir = settings.data_path / "contest"
+    if settings.broker is not None:
+        manifest, branch_id = cut_only(store, results, tree_path=path, tree=tree.name,
+                                       stream=stream, now=now, work_dir=work_dir,
+                                       clients=clients)  # fmt: skip
+        return enqueue_branch(settings, ss, JobStore(results.engine), manifest, branch_id)
     (first, tests), *also = stream_executors(settings, ss, path, stream.base_branch)
     return cut_and_run(
         store, results, tree_path=path, tree=tree.name, stream=stream,
-        executor=first, tests=tests, now=now, work_dir=settings.data_path / "contest",
+        executor=first, tests=tests, now=now, work_dir=work_dir,
         clients=clients, also=also,
     )  # fmt: skip
+
+
+def collect_jobs(
+    store: Store, results: ResultsStore, settings: Settings,
+    clients: Mapping[str, PatchworkClient],
+) -> list[str]:  # fmt: skip
+    """With a `[broker]`: keep the jobs going (keep_going) and report each branch whose
+    jobs have all ended, as an in-process run is reported: culprit searches opened, checks
+    posted. Returns the branches reported."""
+    if settings.broker is None:
+        return []
+    jobs = JobStore(results.engine)
+    keep_going(settings, jobs)
+    done = []
+    for branch in jobs.finished_branches():
+        log.info("branch %s: every job has ended; reporting it", branch)
+        open_searches(results, CulpritStore(results.engine), branch, settings)
+        try:
+            _post_branch(store, results, settings, branch, clients)
+            search_culprits(store, results, settings, clients, [branch])
+        except InfraError as e:
+            log.error("branch %s: contest post failed: %s", branch, e)
+        jobs.mark_collected(branch)
+        done.append(branch)
+    return done
 
 
 @dataclass(frozen=True)
@@ -485,6 +533,12 @@ def _cut_one(
     if done is None:
         return StreamCut(ss.name, errors=tuple(errors))
     name = done.manifest.name
+    if isinstance(done, Queued):  # reported by collect_jobs once its jobs have ended
+        if done.unsent:
+            errors.append(f"broker: {done.unsent} of {len(done.jobs)} jobs not sent yet "
+                          "(the broker is down?): sent again next cycle")  # fmt: skip
+        reaped = _attempt(ss.name, "reap", partial(_reap_old, settings, ss, now), errors) or ()
+        return StreamCut(ss.name, name, "queued", 0, reaped, tuple(errors))
     errors += [f"run: {e}" for e in done.errors]  # stored as error runs; checks say pending
     post = partial(_post_branch, store, results, settings, name, clients)
     posted = _attempt(ss.name, "contest post", post, errors) or 0
@@ -581,11 +635,43 @@ def _branch_now(
     settings: Settings, ss: StreamSettings, store: Store, results: ResultsStore, console: Console
 ) -> int:
     done = _cut_stream(settings, ss, store, results, datetime.now(UTC))
-    search_culprits(store, results, settings, {}, [done.manifest.name])
+    if isinstance(done, Queued):
+        errors = wait_for_jobs(store, results, settings, done, console)
+    else:
+        search_culprits(store, results, settings, {}, [done.manifest.name])
+        errors = bool(done.errors)
     summary = _show(store, results, done.manifest.name, console, settings)
-    if done.errors:
+    if errors:
         return 2
     return 1 if summary.state == FAIL else 0
+
+
+JOB_POLL = 2.0
+
+
+def wait_for_jobs(
+    store: Store, results: ResultsStore, settings: Settings, queued: Queued, console: Console
+) -> bool:
+    """`branch --now` with a broker: wait until the worker hosts have run every job (the
+    daemon's collect_jobs meanwhile); True when one ended in an error (ours)."""
+    branch = queued.manifest.name
+    console.print(Text(f"branch {branch}: {len(queued.jobs)} jobs queued; waiting for workers "
+                       "(Ctrl-C stops waiting, the jobs go on)"))  # fmt: skip
+    jobs = JobStore(results.engine)
+    while True:
+        if branch in collect_jobs(store, results, settings, {}):
+            break
+        rows = jobs.branch_jobs(branch)
+        if rows and all(j.state in ("done", "error") for j in rows) and not any(
+            j.id in queued.jobs for j in jobs.jobs(("queued", "running"))
+        ):
+            break  # collected by a daemon meanwhile
+        time.sleep(JOB_POLL)
+    rows = jobs.branch_jobs(branch)
+    for j in rows:
+        tries = ", ".join(f"{a['worker']} ({a.get('how', 'running')})" for a in j.attempts)
+        console.print(Text(f"job {j.id[:12]} {j.executor}: {j.state}; starts: {tries or '-'}"))
+    return any(r.status == RUN_ERROR for r in results.branch_results(branch))
 
 
 def _names(store: Store, ids: Iterable[int]) -> dict[int, str]:

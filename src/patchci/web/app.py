@@ -2,7 +2,8 @@
 
 Read-only by construction: the engine refuses writes (SQLite `query_only`, PostgreSQL
 read-only transactions), pages are server-rendered with autoescaping, and every response
-carries the security headers of security.py.
+carries the security headers of security.py. The one exception is the job API of worker
+hosts (routes/jobs.py), mounted only with a `[broker]`, on its own engine, behind tokens.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from patchci.config import Settings
 from patchci.db.migrate import make_engine
 from patchci.db.tables import utcnow
 from patchci.web import render
-from patchci.web.routes import api, contest, history, logs, metrics, pages
+from patchci.web.routes import api, contest, history, jobs, logs, metrics, pages
 from patchci.web.security import SecurityHeaders
 from patchci.web.settings import WebSettings
 
@@ -88,6 +89,12 @@ def create_app(
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(contest.api, prefix=API_PREFIX)
     app.include_router(history.api, prefix=API_PREFIX)
+    if settings.broker is not None:  # worker hosts report here: the one writing part
+        from patchci.db.jobs import JobStore
+
+        app.state.jobs = JobStore(make_engine(settings.db_url))
+        app.state.worker_tokens = jobs.worker_tokens(settings)
+        app.include_router(jobs.router, prefix=API_PREFIX)
     _add_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
