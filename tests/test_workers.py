@@ -315,6 +315,16 @@ def test_a_worker_killed_mid_job_has_it_run_again_once_and_stored_once(site: Sit
     engine.dispose()
     assert tests == ["slow-sh"], tests  # stored once, not twice
     assert "lost:" in out  # `branch --now` shows the starts
+    # the status page and /metrics say so: the killed host silent, the other alive
+    metrics = httpx.get(site.url + "/metrics").text
+    assert "patchci_executor_jobs_rerun 1" in metrics
+    other = "w2" if victim == "w1" else "w1"
+    _wait(lambda: f'patchci_worker_alive{{worker="{victim}"}} 0' in httpx.get(
+        site.url + "/metrics").text, "the killed worker to read silent", 20)  # fmt: skip
+    assert f'patchci_worker_alive{{worker="{other}"}} 1' in httpx.get(site.url + "/metrics").text
+    page = httpx.get(site.url + "/status").text
+    assert f'data-worker="{victim}" data-alive="false"' in page
+    assert '<span id="rerun-jobs">1</span>' in page
 
 
 def test_a_broker_restart_mid_run_loses_nothing(site: Site) -> None:
@@ -325,6 +335,11 @@ def test_a_broker_restart_mid_run_loses_nothing(site: Site) -> None:
     site.worker("w1")
     branch = site.branch_now()
     _wait(lambda: any(j["state"] == "running" for j in site.jobs()), "the first job", 60)
+    # while it runs: the other two wait on the queue, the first shows its expected end
+    metrics = httpx.get(site.url + "/metrics").text
+    assert 'patchci_queue_depth{queue="local"} 2' in metrics, metrics
+    assert "patchci_executor_jobs_running 1" in metrics
+    assert 'class="job-row"' in httpx.get(site.url + "/status").text
     site.redis.stop()
     time.sleep(2)
     site.redis.start()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from patchci.web import queries
 from patchci.web import status_queries as sq
 from patchci.web.routes.deps import Conn, Now, Web
+from patchci.web.worker_queries import WorkerStatus, worker_status
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,6 +43,7 @@ def render_metrics(
     sources: Iterable[queries.SourceStatus],
     executors: Iterable[sq.ExecutorStatus] = (),
     undelivered: Mapping[str, int] | None = None,
+    hosts: WorkerStatus | None = None,
 ) -> str:
     """The exposition text; pure, so tests can pin the format."""
     sources = list(sources)
@@ -79,11 +81,36 @@ def render_metrics(
             undelivered or {},
         ),
     ]  # fmt: skip
+    if hosts is not None:
+        lines += [
+            *_family(
+                "patchci_worker_last_seen_seconds", "gauge",
+                "Seconds since the worker host's last heartbeat.", "worker",
+                {w.name: w.age_s for w in hosts.workers},
+            ),
+            *_family(
+                "patchci_worker_alive", "gauge",
+                "1 when the worker was heard from within the broker's heartbeat_timeout.",
+                "worker", {w.name: float(w.alive) for w in hosts.workers},
+            ),
+            *_family(
+                "patchci_queue_depth", "gauge", "Jobs waiting on the broker's queue.",
+                "queue", {q.name: q.waiting for q in hosts.queues},
+            ),
+            *_family(
+                "patchci_executor_jobs", "gauge", "Executor jobs of worker hosts, by state.",
+                "state", hosts.by_state,
+            ),
+            *_gauge("patchci_executor_jobs_running", "Executor jobs running on worker hosts.",
+                    len(hosts.running)),
+            *_gauge("patchci_executor_jobs_rerun", "Jobs run again after a lost worker.",
+                    hosts.rerun_jobs),
+        ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(conn: Conn, web: Web, now: Now) -> PlainTextResponse:
+def metrics(request: Request, conn: Conn, web: Web, now: Now) -> PlainTextResponse:
     sources = queries.source_status(
         conn, now, web.recent_window, web.cursor_alarm_after, web.sources
     )
@@ -94,5 +121,6 @@ def metrics(conn: Conn, web: Web, now: Now) -> PlainTextResponse:
         sources,
         sq.executor_status(conn, now, web.recent_window),
         sq.undelivered(conn),
+        worker_status(request.app.state.engine, request.app.state.settings, now),
     )
     return PlainTextResponse(text, media_type=CONTENT_TYPE)

@@ -17,6 +17,7 @@ from patchci.web import queries
 from patchci.web import status_queries as sq
 from patchci.web.render import page
 from patchci.web.routes.deps import Conn, Filter, Now, PageNo, PerPage, SeriesId, Web
+from patchci.web.worker_queries import worker_status
 
 router = APIRouter(include_in_schema=False)
 
@@ -124,5 +125,6 @@ def status_page(request: Request, conn: Conn, web: Web, now: Now) -> HTMLRespons
         request,
         "status.html",
         {"r": report, "window": timedelta(seconds=web.recent_window),
-         "expect": sq.expectation_status(request.app.state.settings, now.date())},
+         "expect": sq.expectation_status(request.app.state.settings, now.date()),
+         "hosts": worker_status(request.app.state.engine, request.app.state.settings, now)},
     )
