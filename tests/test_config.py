@@ -125,3 +125,22 @@ def test_token_comes_from_environment_only(monkeypatch: pytest.MonkeyPatch) -> N
             },
             env={},
         )
+
+
+def test_worker_example_validates_and_holds_nothing_of_the_server() -> None:
+    from patchci.config import load_worker_settings
+
+    ws = load_worker_settings(ROOT / "examples" / "worker.toml")
+    assert ws.name == "lab-1" and ws.queues == ("vm",)
+    mptcp = load_settings(ROOT / "examples" / "mptcp.toml")
+    assert set(ws.executors) == {e.name for e in mptcp.executors}
+    assert {e.job_queue for e in mptcp.executors} == set(ws.queues)
+
+
+def test_a_worker_file_with_a_server_key_is_refused(tmp_path: Path) -> None:
+    from patchci.config import load_worker_settings
+
+    f = tmp_path / "w.toml"
+    f.write_text('database_url = "sqlite:///x.db"\n[worker]\nname = "w"\n')
+    with pytest.raises(ConfigError, match="database_url"):
+        load_worker_settings(f)

@@ -431,3 +431,17 @@ def test_visibility_timeout_below_a_deadline_is_refused(tmp_path: Path,
     site.write_config(sleep=0, executors=1, visibility_timeout=30)
     assert main(["config", "check", str(site.cfg)]) == 2
     assert "would hand its running job to a second worker" in capsys.readouterr().err
+
+
+def test_a_worker_without_token_or_broker_says_which_to_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PATCHCI_WORKER_TOKEN", raising=False)
+    monkeypatch.delenv("PATCHCI_BROKER_URL", raising=False)
+    assert main(["worker", "--name", "w1", "--work-dir", str(tmp_path)]) == 2
+    assert "set PATCHCI_WORKER_TOKEN" in capsys.readouterr().err
+    monkeypatch.setenv("PATCHCI_WORKER_TOKEN", "t")
+    assert main(["worker", "--name", "w1", "--work-dir", str(tmp_path)]) == 2
+    assert "PATCHCI_BROKER_URL" in capsys.readouterr().err
+    assert main(["worker"]) == 2  # no name and no file
+    assert "--worker-config" in capsys.readouterr().err
