@@ -5,14 +5,26 @@ from __future__ import annotations
 import sys
 from itertools import takewhile
 
-from bench import faults, kbuild, ktap, latency, parsers, scaling, verdicts, vms, web, worktrees
+from bench import (
+    faults,
+    kbuild,
+    ktap,
+    latency,
+    parsers,
+    scaling,
+    verdicts,
+    vms,
+    web,
+    workers,
+    worktrees,
+)  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
     benches = {"parsers": parsers.main, "ktap": ktap.main, "scaling": scaling.main, "web": web.main,
                "worktrees": worktrees.main, "latency": latency.main,
                "vms": vms.main, "verdicts": verdicts.main,
-               "faults": faults.main, "kbuild": kbuild.main}  # fmt: skip
+               "faults": faults.main, "kbuild": kbuild.main, "workers": workers.main}  # fmt: skip
     # Names come first; any flags after them are the benchmark's own (web reads them).
     # vms needs a built kernel (--kernel, --kselftest), verdicts takes ~45 min, faults
     # (kill campaign) ~10 min, kbuild (a cold kernel build) ~15 min: by name

@@ -100,3 +100,13 @@ def test_ktap_bench_compares_with_kunit_parser(capsys: pytest.CaptureFixture[str
         assert re.search(rf"{row}\s+[\d.]+ s CPU\s+[\d.]+x kunit_parser", out), out
     assert re.search(r"streaming \d+ KB \(target < 50 MB\)", out)
     assert "kselftest runner output" in out
+
+
+def test_workers_bench_reports_each_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import workers
+
+    workers.main(["--jobs", "2", "--sleep", "0"])
+    out = capsys.readouterr().out
+    for what in ("in-process (no broker)", "1 worker ", "2 workers ",
+                 "throughput, 2 workers against 1:", "enqueue -> start", "round trip overhead"):  # fmt: skip
+        assert what in out, out
