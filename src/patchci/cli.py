@@ -233,6 +233,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_settings(args), host=args.host, port=args.port)
 
 
+def cmd_remotes_import(args: argparse.Namespace) -> int:
+    from patchci.db.results import ResultsStore
+    from patchci.service.remotes import import_remotes
+
+    settings = _settings(args)
+    if not settings.remotes:
+        raise ConfigError("no [[remotes]] configured")
+    results = ResultsStore.open(settings.db_url)
+    try:
+        stats = import_remotes(settings, results)
+    finally:
+        results.close()
+    for r in settings.remotes:
+        st = stats.get(r.name)
+        if st is None:
+            print(f"remote {r.name}: not reachable or not a manifest (see the log)")
+        else:
+            print(f"remote {r.name}: {st.imported} runs imported, {st.known} known, "
+                  f"{st.foreign} of branches not cut here, {st.failed} unreadable")  # fmt: skip
+    return 0 if len(stats) == len(settings.remotes) and not any(
+        s.failed for s in stats.values()) else 2  # fmt: skip
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     import os
 
@@ -378,6 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--server-url", metavar="URL", help="the patchci server's web address")
     wk.add_argument("--concurrency", type=int, metavar="N", help="jobs run at once")
     wk.set_defaults(func=cmd_worker)
+
+    rm = sub.add_parser("remotes", help="results of NIPA-style executors elsewhere ([[remotes]])")
+    rms = rm.add_subparsers(dest="remotes_command", metavar="ACTION")
+    ri = rms.add_parser(
+        "import", help="read every remote's results.json once (the daemon does it each cycle)",
+        description="Fetch each [[remotes]] manifest and store the finished runs of branches "
+        "cut here that are not stored yet; exit 2 when a remote or a run file failed.",
+    )
+    ri.set_defaults(func=cmd_remotes_import)
 
     rq = sub.add_parser(
         "requeue", help="check stored series again (after fixing a tree, a check, a tool)",

@@ -262,6 +262,24 @@ class FeedConfig(_Model):
     git_url: str | None = None
 
 
+class RemoteConfig(_Model):
+    """One `[[remotes]]` entry: an executor elsewhere that publishes its results the way
+    NIPA's executors do (a `results.json` manifest of run files, e.g. a hardware lab running
+    NIPA's executor), read each cycle into the branches cut here."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    url: Annotated[str, Field(pattern=r"^https?://")]  # the manifest, results.json
+    # Its executors' names here: "<prefix><their name>" (default "<remote name>:").
+    executor_prefix: str | None = None
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+    max_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024  # per file fetched
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 200  # newest manifest entries read
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.name}:" if self.executor_prefix is None else self.executor_prefix
+
+
 class WorkerAccess(_Model):
     """One `[[broker.workers]]` entry: an executor host allowed to report results. Its
     token lives in the server's environment (*token_env*) and in the worker's, never in a
@@ -344,6 +362,7 @@ class Settings(_Model):
     sandbox: SandboxConfig = SandboxConfig()
     verdicts: VerdictConfig = VerdictConfig()
     broker: BrokerConfig | None = None
+    remotes: tuple[RemoteConfig, ...] = ()
     # Set by load_settings: the file these settings came from (hidden from patch code).
     config_path: str | None = None
     # Set by the CLI: print each series' progress and verdict as it is checked.
@@ -365,6 +384,7 @@ class Settings(_Model):
     def _streams_name_trees(self) -> Settings:
         names = {t.name for t in self.trees}
         _unique([e.name for e in self.executors], "executors")
+        _unique([r.name for r in self.remotes], "remotes")
         if self.broker is not None:
             _unique([w.name for w in self.broker.workers], "broker.workers")
             vt = self.broker.visibility_timeout

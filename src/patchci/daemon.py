@@ -42,6 +42,7 @@ from patchci.service.ingest import expire_incomplete, poll_created, poll_mail, p
 from patchci.service.leases import worker_id
 from patchci.service.mail import mail_pending
 from patchci.service.publish import publish_feed
+from patchci.service.remotes import import_remotes
 from patchci.service.report import report_pending
 from patchci.sources.patchwork import PatchworkClient
 
@@ -127,6 +128,7 @@ def run_cycle(
         resume_runs(store, results, settings, clients)
         resume_searches(store, results, settings, clients)
         collect_jobs(store, results, settings, clients)
+        import_remotes(settings, results)
         cuts = cut_due(store, results, settings, when, clients)
         stats["branches"] = sum(c.branch is not None for c in cuts)
         stats["branch_errors"] = sum(bool(c.errors) for c in cuts)
@@ -158,6 +160,9 @@ def contest_loop(
             resume_searches(store, results, settings, clients)
             for branch in collect_jobs(store, results, settings, clients):
                 print(f"contest: branch {branch}: every job has ended, reported", flush=True)
+            for name, st in import_remotes(settings, results).items():
+                if st.imported:
+                    print(f"contest: remote {name}: {st.imported} runs imported", flush=True)
             for cut in cut_due(store, results, settings, datetime.now(UTC), clients):
                 if cut.branch or cut.errors:
                     print(f"contest: stream {cut.stream}: branch {cut.branch or '-'}, run "
