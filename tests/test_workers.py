@@ -117,6 +117,29 @@ def test_a_worker_killed_mid_job_has_it_run_again_once_and_stored_once(site: Sit
     assert '<span id="rerun-jobs">1</span>' in page
 
 
+def test_a_job_that_loses_two_workers_is_an_error_run_not_the_series(site: Site) -> None:
+    site.write_config(sleep=30, executors=1)
+    site.serve()
+    site.worker("w1")
+    site.worker("w2")
+    branch = site.branch_now()
+    wait_for(lambda: any(j["state"] == "running" for j in site.jobs()), "the first start", 60)
+    first = str(site.jobs()[0]["worker"])
+    site.kill(first)
+    second = "w2" if first == "w1" else "w1"
+    wait_for(lambda: len(site.jobs()[0]["attempts"]) == 2, "the second start", 60)  # type: ignore[arg-type]
+    site.kill(second)
+    site.worker(first)  # a host back: the job comes to it a third time
+    rc, out = _finish(branch)
+    assert rc == 2, out  # ours: an infrastructure error
+    (job,) = site.jobs()
+    assert job["state"] == ERROR
+    (run,) = site.runs()
+    assert run["status"] == RUN_ERROR
+    err = str(run["error"])
+    assert "lost 2 times" in err and first in err and second in err and "not the series'" in err
+
+
 def test_a_broker_restart_mid_run_loses_nothing(site: Site) -> None:
     """One worker, three jobs: while the first runs, Redis is stopped and started again
     (append-only file); the two waiting jobs are still there and run."""
@@ -235,3 +258,54 @@ def test_a_worker_without_token_or_broker_says_which_to_set(
     assert "PATCHCI_BROKER_URL" in capsys.readouterr().err
     assert main(["worker"]) == 2  # no name and no file
     assert "--worker-config" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the job API, in-process
+
+
+def test_uploads_are_size_limited_and_confined_to_the_runs_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patchci.brancher import Manifest
+    from patchci.config import build_settings
+    from patchci.web.app import create_app
+    from tests.web_server import client_for
+
+    monkeypatch.setenv("TOK_W1", TOKENS["w1"])
+    monkeypatch.setenv("TOK_W2", TOKENS["w2"])
+    settings = build_settings({
+        "data_dir": str(tmp_path / "data"),
+        "broker": {"url": "redis://127.0.0.1:1/0", "max_file_bytes": 2048,
+                   "max_job_bytes": 3000,
+                   "workers": [{"name": w, "token_env": f"TOK_{w.upper()}"} for w in TOKENS]},
+    }, env={})  # fmt: skip
+    store = JobStore.open(settings.db_url)
+    m = Manifest("nn-1", "nn", datetime.now(UTC), "a" * 40, {}, (), (), "b" * 40, False)
+    rid = store.start_run(store.save_branch(m), "ex-0", datetime.now(UTC))
+    store.add_job(JobSpec("job1", rid, "net-next", "nn-1", "b" * 40, "a" * 40, "/x", "local",
+                          50.0, {"name": "ex-0", "kind": "local"}))  # fmt: skip
+    api = client_for(create_app(settings))
+    w1 = {"authorization": f"Bearer {TOKENS['w1']}"}
+    w2 = {"authorization": f"Bearer {TOKENS['w2']}"}
+    put = "/api/v1/jobs/job1/files/"
+    assert api.put(put + "early.log", content=b"x", headers=w1).status_code == 409  # not started
+    r = api.post("/api/v1/jobs/job1/start", json={"worker": "w1"}, headers=w1)
+    assert r.json()["decision"] == "run"
+    assert api.put(put + "out/a.log", content=b"a" * 1500, headers=w1).status_code == 201
+    assert api.put(put + "big.log", content=b"b" * 3000, headers=w1).status_code == 413
+    assert api.put(put + "c.log", content=b"c" * 1600, headers=w1).status_code == 413  # job total
+    assert api.put(put + "x.log", content=b"x", headers=w2).status_code == 409  # w1's job
+    assert api.put(put + "..%2Fescape.log", content=b"x", headers=w1).status_code in (400, 404)
+    runs = tmp_path / "data" / "contest" / "runs" / "nn-1" / "ex-0"
+    assert sorted(p.name for p in runs.rglob("*") if p.is_file()) == ["a.log"]
+    # the result maps the worker's paths to the server's and is stored once
+    body = {"executor": "ex-0", "branch": "nn-1", "start": "2026-12-07 10:00:00+00:00",
+            "end": "2026-12-07 10:01:00+00:00", "log-dir": "/w/runs/j/ex-0",
+            "results": [{"test": "a", "group": "g", "result": "pass",
+                         "link": "/w/runs/j/ex-0/out/a.log"}]}  # fmt: skip
+    assert api.post("/api/v1/jobs/job1/result", json=body, headers=w1).json()["stored"] is True
+    assert api.post("/api/v1/jobs/job1/result", json=body, headers=w1).json()["stored"] is False
+    (test,) = store.branch_results("nn-1")[0].tests
+    assert test.log_path == str(runs / "out" / "a.log")
+    wrong = {**body, "executor": "ex-9"}
+    assert api.post("/api/v1/jobs/job1/result", json=wrong, headers=w1).status_code == 409
