@@ -20,6 +20,7 @@ from patchci.model import Tree, base_ref
 
 if TYPE_CHECKING:
     from patchci.brancher import StreamConfig
+    from patchci.crash import CrashConfig
     from patchci.sandbox import Sandbox
 
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -92,6 +93,43 @@ class TreeConfig(_Model):
         return base_ref(self.url, self.remote, self.branch)
 
 
+def _ignore_entries(v: tuple[str, ...]) -> tuple[str, ...]:
+    import re
+
+    for entry in v:
+        if entry.startswith("re:"):
+            try:
+                re.compile(entry[3:])
+            except re.error as e:
+                raise ValueError(f"{entry!r} is not a valid regex: {e}") from e
+    return v
+
+
+class CrashSettings(_Model):
+    """`[crash]`: how kernel splats found in a run are fingerprinted and which are known
+    issues (reported, marked ignored, never counted against a branch). The same keys as
+    crash.CrashConfig.from_mapping; an executor's `crash_ignore` adds to `ignore`."""
+
+    top_frames: Annotated[int, Field(ge=1, le=64)] = 5
+    skip_prefixes: tuple[str, ...] | None = None  # None: crash.DEFAULT_SKIP
+    extra_skip_prefixes: tuple[str, ...] = ()
+    # fingerprints ("warning:foo" ignores every WARNING whose top frame is foo) or "re:..."
+    # regexes searched in the fingerprint and the title
+    ignore: tuple[str, ...] = ()
+
+    @field_validator("ignore")
+    @classmethod
+    def _regexes_compile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _ignore_entries(v)
+
+    def to_config(self, extra_ignore: tuple[str, ...] = ()) -> CrashConfig:
+        from patchci.crash import DEFAULT_SKIP, CrashConfig
+
+        skip = (DEFAULT_SKIP if self.skip_prefixes is None else self.skip_prefixes)
+        return CrashConfig(top_frames=self.top_frames, skip_prefixes=skip + self.extra_skip_prefixes,
+                           ignore=self.ignore + extra_ignore)  # fmt: skip
+
+
 class ExecutorSettings(_Model):
     """One `[[executors]]` entry. `kind = "vm"` builds the branch's kernel and runs its
     selftests of `targets` in virtme-ng VMs; `kind = "local"` runs the executables of
@@ -131,10 +169,19 @@ class ExecutorSettings(_Model):
     # With a [broker]: the Celery queue its jobs go to, i.e. the capability a worker host
     # must have ("vm-x86_64", "kvm", a lab's label). Default: the kind ("vm", "local").
     queue: Annotated[str, Field(pattern=NAME_RE)] | None = None
+    # Known splats of this executor only, added to [crash] ignore (a debug kernel's own).
+    crash_ignore: tuple[str, ...] = ()
+    # Replaces [crash] for this executor; the server fills it in a job it sends.
+    crash: CrashSettings | None = None
 
     @property
     def job_queue(self) -> str:
         return self.queue or self.kind
+
+    @field_validator("crash_ignore")
+    @classmethod
+    def _crash_ignore_compiles(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _ignore_entries(v)
 
     @model_validator(mode="after")
     def _kind_keys(self) -> ExecutorSettings:
@@ -363,6 +410,7 @@ class Settings(_Model):
     verdicts: VerdictConfig = VerdictConfig()
     broker: BrokerConfig | None = None
     remotes: tuple[RemoteConfig, ...] = ()
+    crash: CrashSettings = CrashSettings()
     # Set by load_settings: the file these settings came from (hidden from patch code).
     config_path: str | None = None
     # Set by the CLI: print each series' progress and verdict as it is checked.

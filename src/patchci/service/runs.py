@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from patchci.config import ExecutorSettings, Settings, StreamSettings
+from patchci.config import CrashSettings, ExecutorSettings, Settings, StreamSettings
 from patchci.db.results import ResultsStore
 from patchci.errors import InfraError
 from patchci.executor.base import RUN_DONE, RUN_ERROR, Executor, RunResult, TestSpec, namify
@@ -66,10 +66,12 @@ def stream_executor_settings(settings: Settings, ss: StreamSettings) -> list[Exe
             test_timeout=ss.test_timeout, idle_timeout=ss.idle_timeout, retries=ss.retries,
             build_command=ss.build_command, env=ss.env,
         )  # fmt: skip
-        return [implicit.model_copy(update={"workers": ss.jobs})]
+        return [implicit.model_copy(update={"workers": ss.jobs, "crash": settings.crash})]
     out = []
     for name in ss.executors:
         ex = settings.executor(name)
+        if ex.crash is None:
+            ex = ex.model_copy(update={"crash": settings.crash})
         if ex.kind == "local":
             ex = ex.model_copy(update={
                 "test_timeout": ex.test_timeout or ss.test_timeout,
@@ -84,11 +86,12 @@ def make_executor(
     ex: ExecutorSettings, *, root: Path, ccache: Path, sandbox: Sandbox | None
 ) -> Executor:
     """The executor *ex* describes; a vm executor keeps its worktree and builds in *root*."""
+    crash = (ex.crash or CrashSettings()).to_config(ex.crash_ignore)
     if ex.kind == "local":
         return LocalExecutor(
             ex.name, ex.build_command or None, retries=ex.retries, jobs=ex.workers,
             timeout=ex.test_timeout or 300.0, env=ex.env, sandbox=sandbox,
-            idle_timeout=ex.idle_timeout,
+            idle_timeout=ex.idle_timeout, crash_config=crash,
         )  # fmt: skip
     opts = KernelVmOptions(
         name=ex.name, kernel=ex.kernel, fragments=ex.config, debug=ex.debug,
@@ -99,7 +102,8 @@ def make_executor(
         kmemleak=ex.kmemleak, jobs=ex.jobs, tests_per_boot=ex.tests_per_boot, kunit=ex.kunit,
         idle_timeout=ex.idle_timeout,
     )  # fmt: skip
-    return KernelVmExecutor(opts, worktree_root=root, ccache_dir=ccache, sandbox=sandbox)
+    return KernelVmExecutor(opts, worktree_root=root, ccache_dir=ccache, sandbox=sandbox,
+                            crash_config=crash)  # fmt: skip
 
 
 def executor_tests(ex: ExecutorSettings, repo: Path, base: str) -> Sequence[TestSpec]:
