@@ -310,3 +310,26 @@ def test_the_watchdog_kills_a_guest_whose_test_went_silent(tmp_path: Path, talks
         if vm.poll() is None:
             os.killpg(vm.pid, 9)
             vm.wait()
+
+
+def test_kmemleak_scans_twice_after_each_test_with_the_configured_wait(tmp_path: Path) -> None:
+    """NIPA scans, waits and scans again: an object is reported only once it is older than
+    kmemleak's minimum age, so a single scan right after a test misses its last leaks."""
+    from patchci.config import build_settings
+    from patchci.executor.vmsession import KMEMLEAK, runner_script
+    from patchci.service.runs import make_executor
+
+    settings = build_settings({
+        "data_dir": str(tmp_path),
+        "executors": [{"name": "vm", "targets": ["net"], "kmemleak_wait": 2}],
+    }, env={})  # fmt: skip
+    ex = make_executor(settings.executors[0], root=tmp_path, ccache=tmp_path, sandbox=None)
+    assert isinstance(ex, KernelVmExecutor) and ex.opts.kmemleak_wait == 2
+    script = runner_script(tmp_path, [GuestTest(0, "t", "true", tmp_path, 5)], True,
+                           ex.opts.kmemleak_wait)  # fmt: skip
+    block = script[script.index(f"if [ -e {KMEMLEAK} ]"):]
+    order = [block.index(s) for s in (f"echo scan > {KMEMLEAK}", "sleep 2",
+                                      f"echo scan > {KMEMLEAK} 2>/dev/null; cat",
+                                      f"echo clear > {KMEMLEAK}")]  # fmt: skip
+    assert order == sorted(order)
+    assert KMEMLEAK not in runner_script(tmp_path, [], False)

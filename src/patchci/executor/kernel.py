@@ -49,7 +49,7 @@ from patchci.executor.kbuild import (
 )
 from patchci.executor.local import REPRODUCE, Attempt, attempts_result, now, verdict
 from patchci.executor.vm import VmConfig, VmRun, missing_prerequisites, resolve_config
-from patchci.executor.vmsession import GuestTest, Session, TestRun, run_session
+from patchci.executor.vmsession import KMEMLEAK_WAIT, GuestTest, Session, TestRun, run_session
 from patchci.git import Git
 from patchci.model import Outcome
 from patchci.sandbox import Sandbox
@@ -82,6 +82,7 @@ class KernelVmOptions:
     kvm: bool | None = None
     deadline: float = 4 * 3600.0
     kmemleak: bool = True
+    kmemleak_wait: float = KMEMLEAK_WAIT  # between the two scans after each test
     jobs: int = 0
     tests_per_boot: int = 0  # 0: as many as the VM survives; 1: a fresh VM per test
     kunit: tuple[str, ...] = ()  # KUnit tests built in: Kconfig symbols or .kunitconfig files
@@ -280,7 +281,8 @@ class KernelVmExecutor:
                 guests = [replace(p.guest, idx=p.guest.idx + 1000 * attempt) for p in batch]
                 session = run_session(vm, guests, chan, rw_dirs=[g.workdir for g in guests],
                                       kmemleak=self.opts.kmemleak, sandbox=self.sandbox,
-                                      idle_timeout=self.opts.idle_timeout)  # fmt: skip
+                                      idle_timeout=self.opts.idle_timeout,
+                                      kmemleak_wait=self.opts.kmemleak_wait)  # fmt: skip
                 todo = self._take(session, batch) + todo[len(batch) :]
 
     def _take(self, session: Session, todo: list[_Pending]) -> list[_Pending]:

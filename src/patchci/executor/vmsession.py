@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 RUNNER = "session.sh"
 DONE = "done"
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
+KMEMLEAK_WAIT = 5.0  # kmemleak reports objects older than 5 s (MSECS_MIN_AGE)
 _POLL = 0.2
 EXIT_GRACE = 30.0  # after the runner is done, the VM has this long to power off
 _MARK = re.compile(r"patchci: test (\d+) start")
@@ -96,8 +97,13 @@ def run_dir(chan: Path, t: GuestTest) -> Path:
     return chan / f"t-{t.idx:03d}"
 
 
-def runner_script(chan: Path, tests: Sequence[GuestTest], kmemleak: bool) -> str:
-    """The guest's runner: each test in turn, reporting over files in *chan*."""
+def runner_script(
+    chan: Path, tests: Sequence[GuestTest], kmemleak: bool, kmemleak_wait: float = KMEMLEAK_WAIT
+) -> str:
+    """The guest's runner: each test in turn, reporting over files in *chan*. After each
+    test kmemleak scans, waits *kmemleak_wait* s and scans again (as NIPA does: an object
+    is reported only once it is older than kmemleak's minimum age, so the first scan
+    misses what the test leaked last), then its report is kept and cleared."""
     q = shlex.quote
     lines = [
         "#!/bin/sh",
@@ -120,6 +126,7 @@ def runner_script(chan: Path, tests: Sequence[GuestTest], kmemleak: bool) -> str
     if kmemleak:
         lines += [
             f"  if [ -e {KMEMLEAK} ]; then",
+            f"    echo scan > {KMEMLEAK} 2>/dev/null; sleep {kmemleak_wait:g}",
             f'    echo scan > {KMEMLEAK} 2>/dev/null; cat {KMEMLEAK} > "$d/kmemleak.txt"',
             f"    echo clear > {KMEMLEAK} 2>/dev/null",
             "  fi",
@@ -222,7 +229,9 @@ class _Watchdog(threading.Thread):
             time.sleep(2)
 
 
-def _prepare(chan: Path, tests: Sequence[GuestTest], kmemleak: bool) -> Path:
+def _prepare(
+    chan: Path, tests: Sequence[GuestTest], kmemleak: bool, kmemleak_wait: float = KMEMLEAK_WAIT
+) -> Path:
     for name in (BOOTED, DONE, CONSOLE, PIDFILE):
         (chan / name).unlink(missing_ok=True)
     for t in tests:
@@ -233,7 +242,7 @@ def _prepare(chan: Path, tests: Sequence[GuestTest], kmemleak: bool) -> Path:
             (d / name).unlink(missing_ok=True)
         (d / "command.sh").write_text(t.command.rstrip("\n") + "\n", encoding="utf-8")
     script = chan / RUNNER
-    script.write_text(runner_script(chan, tests, kmemleak), encoding="utf-8")
+    script.write_text(runner_script(chan, tests, kmemleak, kmemleak_wait), encoding="utf-8")
     script.chmod(0o755)
     return script
 
@@ -252,6 +261,7 @@ def run_session(
     kmemleak: bool = True,
     sandbox: Sandbox | None = None,
     idle_timeout: float | None = None,
+    kmemleak_wait: float = KMEMLEAK_WAIT,
 ) -> Session:
     """Boot *cfg.kernel* once and run *tests* in it, in order, until one crashes, hangs,
     taints the kernel or all are done. Never raises for the guest's troubles.
@@ -262,7 +272,7 @@ def run_session(
     chan = _check_path(chan)
     chan.mkdir(parents=True, exist_ok=True)
     cfg, kvm_reason = resolve_config(cfg)
-    _prepare(chan, tests, kmemleak)
+    _prepare(chan, tests, kmemleak, kmemleak_wait)
     rw = list(dict.fromkeys([chan, *(_check_path(d) for d in rw_dirs)]))
     argv = session_argv(cfg, chan, tests[0].workdir if tests else chan, rw)
     run_argv = [*argv, "--qemu-opts=-pidfile " + str(chan / PIDFILE)]

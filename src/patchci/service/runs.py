@@ -99,7 +99,8 @@ def make_executor(
         cpus=ex.cpus, memory=ex.memory, test_timeout=ex.test_timeout,
         boot_timeout=ex.boot_timeout, retries=ex.retries,
         kvm={"auto": None, "on": True, "off": False}[ex.kvm], deadline=ex.deadline,
-        kmemleak=ex.kmemleak, jobs=ex.jobs, tests_per_boot=ex.tests_per_boot, kunit=ex.kunit,
+        kmemleak=ex.kmemleak, kmemleak_wait=ex.kmemleak_wait, jobs=ex.jobs,
+        tests_per_boot=ex.tests_per_boot, kunit=ex.kunit,
         idle_timeout=ex.idle_timeout,
     )  # fmt: skip
     return KernelVmExecutor(opts, worktree_root=root, ccache_dir=ccache, sandbox=sandbox,
