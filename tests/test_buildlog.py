@@ -161,7 +161,8 @@ def test_real_gcc_fix_one_add_one_is_seen(tmp_path: Path) -> None:
     assert [d.flag for d in delta.fixed] == ["-Wformat="]
     assert delta.unchanged_count == 1  # the unused variable moved 3 lines: same key
     assert delta.new[0].file == "net/x/f.c"
-    assert describe(delta) == "new warnings: 1 (fixed: 1)"
+    assert describe(delta) == ("new warnings: 1 (fixed: 1): net/x/f.c: this statement may "
+                               "fall through")  # fmt: skip
     assert describe(diff_warnings(after, after)) == "no new warnings"
     assert describe(diff_warnings(before, before[:0])) == "no new warnings (fixed: 2)"
 
@@ -329,7 +330,9 @@ def test_key_strips_positions_from_messages() -> None:
 def test_errors_are_named_in_describe() -> None:
     e = Diagnostic("f.c", 1, 1, "error", "boom")
     w = Diagnostic("f.c", 2, 1, "warning", "meh")
-    assert describe(WarningDelta(new=[e, w])) == "new warnings: 2, 1 errors"
+    assert describe(WarningDelta(new=[e, w])) == "new warnings: 2, 1 errors: f.c: boom"
+    long = Diagnostic("f.c", 2, 1, "warning", "x" * 400)
+    assert len(describe(WarningDelta(new=[long]))) == 250
 
 
 @pytest.mark.parametrize(

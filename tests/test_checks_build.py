@@ -82,12 +82,12 @@ def test_series_new_swapped_fixed_broken(repo: Git, tmp_path: Path) -> None:
     results = [run_check(chk, _ctx(repo, base, commits, i, tmp_path)) for i in range(4)]
     r1, r2, r3, r4 = results
     assert r1.outcome is Outcome.FAIL, r1.description
-    assert r1.description == "new warnings: 1"
+    assert r1.description == "new warnings: 1: foo.c: unused variable 'unused'"
     log1 = Path(r1.log_path or "").read_text()
     assert "foo.c:3:13: warning: unused variable 'unused' [-Wunused-variable]" in log1
     assert "int unused;" in log1  # the source line is shown
     assert r2.outcome is Outcome.FAIL
-    assert r2.description == "new warnings: 1 (fixed: 1)"
+    assert r2.description == "new warnings: 1 (fixed: 1): dev.c: unused variable 'spare'"
     log2 = Path(r2.log_path or "").read_text()
     assert "unused variable 'spare'" in log2.split("Fixed")[0]
     assert "unused parameter 'b'" in log2.split("Fixed")[1]
@@ -193,7 +193,8 @@ def test_demo_check_samples_end_as_expected(tmp_path: Path) -> None:
             assert worst(got[check]).value == want, (sample.label, check, verdict.results)
         if sample.label == "swapped compiler warning":
             last = [r for r in verdict.results if r.check == "build"][-1]
-            assert last.description == "new warnings: 1 (fixed: 1)"
+            assert last.description.startswith("new warnings: 1 (fixed: 1): "), last.description
+            assert "unused variable 'spare'" in last.description
             log = Path(last.log_path or "").read_text()
             assert "unused variable 'spare'" in log.split("Fixed")[0]
             assert len(got["build"]) == 1  # the base's warning is swapped in one patch

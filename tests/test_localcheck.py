@@ -86,3 +86,36 @@ def test_checks_option_and_unknown_check(
     assert "signed_off_by" not in capsys.readouterr().out
     assert main(["check", str(mbox), "--tree", str(tree), "--checks", "bogus"]) == 2
     assert "unknown check 'bogus'" in capsys.readouterr().err
+
+
+def test_without_checks_every_check_that_applies_runs_and_a_new_warning_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, `patchci check` on a tree with a Makefile ran only the basic set (no build)
+    and exited 0 for a patch adding a compiler warning."""
+    import shutil
+
+    from tests.gitrepo import commit_file, format_patches, make_repo
+    from tests.prereq import unavailable
+    from tests.test_checks_build import DEV, FOO, MAKEFILE
+
+    if shutil.which("gcc") is None or shutil.which("make") is None:
+        unavailable("needs gcc and make (make test installs them)")
+    git = make_repo(tmp_path / "tree", {"Makefile": MAKEFILE, "foo.c": FOO, "dev.c": DEV})
+    commit_file(git, "foo.c", FOO.replace("return a + 1;", "int unused_two;\n\treturn a + 1;"),
+                "foo: add a variable\n\nSigned-off-by: Test Author <author@example.com>")  # fmt: skip
+    (mail,) = format_patches(git, "HEAD~1..HEAD")
+    mbox = tmp_path / "p.mbox"
+    mbox.write_bytes(mail)
+    rc = main(["check", str(mbox), "--tree", str(git.repo), "--base", "HEAD~1"])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    flat = " ".join(out.split())  # the console wraps long lines
+    checks_line = flat[flat.index("checks: "):flat.index("left out")]
+    assert "build" in checks_line and "signed_off_by" in checks_line
+    assert "left out: checkpatch: the tree has no scripts/checkpatch.pl" in flat
+    assert "left out: cc_maintainers: the tree has no MAINTAINERS" in flat
+    assert "new warnings: 1: foo.c: unused variable" in flat
+    # under the table: the new warnings themselves
+    assert "New warnings and errors (1):" in out
+    assert "foo.c:3:" in out and "-Wunused-variable" in out

@@ -414,14 +414,18 @@ def diff_warnings(before: Sequence[Diagnostic], after: Sequence[Diagnostic]) -> 
     return WarningDelta(new=_surplus(a, cb), fixed=_surplus(b, ca), unchanged_count=unchanged)
 
 
-def describe(delta: WarningDelta) -> str:
-    """One line for Patchwork: "new warnings: 2 (fixed: 1)" or "no new warnings"."""
+def describe(delta: WarningDelta, limit: int = 250) -> str:
+    """One line for Patchwork: "new warnings: 2 (fixed: 1): a.c: unused variable 'x'" (the
+    first new one named, the line number left out: it moves) or "no new warnings"."""
     errors = sum(1 for d in delta.new if d.severity != "warning")
     fixed = f" (fixed: {len(delta.fixed)})" if delta.fixed else ""
     if not delta.new:
         return f"no new warnings{fixed}"
     err = f", {errors} errors" if errors else ""
-    return f"new warnings: {len(delta.new)}{err}{fixed}"
+    first = delta.new[0]
+    where = f"{first.file}: " if first.file else ""
+    line = f"new warnings: {len(delta.new)}{err}{fixed}: {where}{first.message}"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def format_diagnostic(d: Diagnostic) -> str:

@@ -350,7 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--base", default="HEAD", help="commit to apply on (default: %(default)s)")
     c.add_argument("--name", help="tree name for routing/series_format (default: dir name)")
     c.add_argument(
-        "--checks", help="comma-separated checks (default: the tree's, or the basic set)"
+        "--checks", help="comma-separated checks (default: the tree's in --config, else every check that "
+        "applies to the tree: build with a Makefile, checkpatch/kdoc with the kernel's "
+        "scripts, the MAINTAINERS checks with a MAINTAINERS file; the rest is listed as "
+        "left out, with why)"
     )
     c.add_argument("--logs", metavar="DIR", help="keep check logs here (default: a temp dir)")
     c.set_defaults(func=cmd_check)
