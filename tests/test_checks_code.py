@@ -12,6 +12,8 @@ from patchci.checks.code import (
     DeprecatedApi,
     HeaderInline,
     SourceInline,
+    added_makefile_problems,
+    makefile_format,
     parse_diff,
 )
 from patchci.git import Git
@@ -27,6 +29,12 @@ BASE = {
     ST + ".gitignore": "prog\n",
     ST + "old.sh": "#!/bin/sh\n",
 }
+
+
+def mk(**lists: list[str]) -> str:
+    """A selftest Makefile in the format NIPA's validate_makefile_format wants."""
+    return "".join(f"{var} := \\\n" + "".join(f"\t{i} \\\n" for i in items) + f"# end of {var}\n\n"
+                   for var, items in lists.items())  # fmt: skip
 
 
 @pytest.fixture
@@ -134,7 +142,7 @@ def test_deprecated_api(repo: Git, tmp_path: Path, files: dict[str, str | None],
     [
         ({ST + "new.sh": "#!/bin/sh\n"}, Outcome.FAIL, ["new.sh: not listed in the Makefile"]),
         (
-            {ST + "new.sh": "#!/bin/sh\n", ST + "Makefile": "TEST_PROGS := old.sh new.sh\n"},
+            {ST + "new.sh": "#!/bin/sh\n", ST + "Makefile": mk(TEST_PROGS=["new.sh", "old.sh"])},
             Outcome.PASS,
             [],
         ),
@@ -146,7 +154,7 @@ def test_deprecated_api(repo: Git, tmp_path: Path, files: dict[str, str | None],
         (
             {
                 ST + "tool.c": "int main(void) { return 0; }\n",
-                ST + "Makefile": "TEST_PROGS := old.sh\nTEST_GEN_FILES := prog tool\n",
+                ST + "Makefile": mk(TEST_PROGS=["old.sh"], TEST_GEN_FILES=["prog", "tool"]),
             },
             Outcome.FAIL,
             ["program tool not in tools/testing/selftests/net/.gitignore"],
@@ -155,7 +163,7 @@ def test_deprecated_api(repo: Git, tmp_path: Path, files: dict[str, str | None],
             {
                 ST + "tool.c": "int main(void) { return 0; }\n",
                 ST + ".gitignore": "prog\ntool\n",
-                ST + "Makefile": "TEST_PROGS := old.sh\nTEST_GEN_FILES := prog tool\n",
+                ST + "Makefile": mk(TEST_PROGS=["old.sh"], TEST_GEN_FILES=["prog", "tool"]),
             },
             Outcome.PASS,
             [],
@@ -170,6 +178,32 @@ def test_deprecated_api(repo: Git, tmp_path: Path, files: dict[str, str | None],
         ),
         ({ST + ".gitignore": "# built\nzeta\nalpha\n"}, Outcome.FAIL, ["'alpha' should come"]),
         ({"net/new.sh": "#!/bin/sh\n"}, Outcome.PASS, []),
+        # a Makefile the patch touches keeps NIPA's list format (validate_makefile_format)
+        (
+            {ST + "new.sh": "#!/bin/sh\n", ST + "Makefile": "TEST_PROGS := old.sh new.sh\n"},
+            Outcome.FAIL,
+            ["Makefile: Line 1: TEST_PROGS: one item per line, not 'old.sh new.sh'"],
+        ),
+        (
+            {ST + "new.sh": "#!/bin/sh\n", ST + "Makefile": mk(TEST_PROGS=["old.sh", "new.sh"])},
+            Outcome.FAIL,
+            ["Lines 2-3: TEST_PROGS: 'new.sh' should come before 'old.sh'"],
+        ),
+        (
+            {ST + "Makefile": mk(TEST_PROGS=["old.sh"]) + "TEST_PROGS += more.sh\n"},
+            Outcome.FAIL,
+            ["Line 5: TEST_PROGS: assigned in a second block (the first ends at line 3)"],
+        ),
+        (
+            {ST + "Makefile": "TEST_PROGS := \\\n\ta.sh \\\n\tb.sh\n"},
+            Outcome.FAIL,
+            ["Line 3: TEST_PROGS: the list must end with a '#' comment line"],
+        ),
+        (
+            {ST + "Makefile": mk(TEST_PROGS=["old.sh", "sub/x.sh"]) + "CFLAGS += -Wall -O2\n"},
+            Outcome.PASS,
+            [],
+        ),
     ],
 )
 def test_check_selftest(repo: Git, tmp_path: Path, files: dict[str, str | None],
@@ -191,3 +225,23 @@ def test_parse_diff_new_and_deleted_files() -> None:
     assert (x.path, x.new_file, x.added) == ("x.c", True, ["int x;"])
     assert (y.path, y.deleted, y.removed) == ("y.c", True, ["int y;"])
     assert parse_diff("garbage\n+++ nothing") == []
+
+
+REAL = Path(__file__).parent / "data" / "checks"
+
+
+def test_makefile_format_on_real_selftest_makefiles() -> None:
+    """linux 6.12's mptcp and net selftest Makefiles predate NIPA's format rule: what it
+    finds there (as validate_makefile_format does: multi-value lines, no closing comment)."""
+    mptcp = (REAL / "selftests-mptcp-Makefile-6.12").read_text()
+    found = makefile_format(mptcp)
+    assert len(found) == 7
+    assert "Line 9: TEST_PROGS: the list must end with a '#' comment line" in found
+    assert not any("CFLAGS" in p for p in found)  # flags are not lists of tests
+    net = (REAL / "selftests-net-Makefile-6.12").read_text()
+    assert len(makefile_format(net)) == 73
+    # a patch is judged by what it adds, not by what the file had
+    assert added_makefile_problems(net, net) == []
+    assert added_makefile_problems(mptcp, mptcp.replace("diag.sh", "diag.sh bogus.sh")) == [
+        "Line 8: TEST_PROGS: one item per line, not 'mptcp_connect_checksum.sh pm_netlink.sh "
+        "mptcp_join.sh diag.sh bogus.sh'"]  # fmt: skip

@@ -220,6 +220,70 @@ def unsorted(root: Path, rel: str) -> str | None:
     return None
 
 
+_ASSIGN_RE = re.compile(r"^([A-Z_][A-Z0-9_]*)\s*(?::?=|\+=)(.*)$")
+_LINE_NO_RE = re.compile(r"^Lines? [0-9-]+: ")
+
+
+def _blocks(text: str) -> dict[str, list[tuple[int, str]]]:
+    """Multi-line variable assignments: variable -> its (line number, item line) entries.
+    A value starting with `$`, a short name and *FLAGS/*LIBS are left alone (NIPA's
+    exemptions: computed lists and compiler flags are not lists of tests)."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    var: str | None = None
+    for n, line in enumerate(text.split("\n"), 1):
+        m = _ASSIGN_RE.match(line)
+        if m:
+            var, value = m.group(1), m.group(2).strip()
+            if value.startswith("$") or len(var) < 3 or "FLAGS" in var or "LIBS" in var:
+                var = None
+            elif value != "\\":
+                out.setdefault(var, []).append((n, "\t" + value))
+        elif var is not None:
+            out.setdefault(var, []).append((n, line))
+        if var is not None and not line.endswith("\\"):
+            var = None
+    return out
+
+
+def makefile_format(text: str) -> list[str]:
+    """A selftest Makefile's lists as NIPA's validate_makefile_format wants them: one item
+    per tab-indented line ending in ` \\`, sorted (fewer directories first, then by name),
+    closed by a `# ...VARIABLE` comment, each variable assigned in one block."""
+    problems: list[str] = []
+    for var, entries in _blocks(text).items():
+        lines = [ln for _, ln in entries]
+        nums = [n for n, _ in entries]
+        closed = lines[-1].strip().startswith("#")
+        items: list[tuple[int, str]] = []
+        for n, ln in entries[: -1 if closed else None]:
+            if not ln.startswith("\t"):
+                problems.append(f"Line {n}: {var}: an item line must start with a tab")
+            item = ln[1:].removesuffix(" \\").strip()
+            if " " in item and "$" not in item:
+                problems.append(f"Line {n}: {var}: one item per line, not {item!r}")
+            items.append((n, item))
+        if len(lines) > 1 and not closed:
+            problems.append(f"Line {nums[-1]}: {var}: the list must end with a '#' comment line")
+        elif len(lines) > 1 and len(lines[-1].strip()) > 5 and var not in lines[-1]:
+            problems.append(f"Line {nums[-1]}: {var}: its closing comment should name {var}")
+        plain = [(n, i) for n, i in items if not i.startswith("$")]
+        for (n1, a), (n2, b) in zip(plain, plain[1:], strict=False):
+            if a >= b and (a.count("/"), a.lower()) > (b.count("/"), b.lower()):
+                problems.append(f"Lines {n1}-{n2}: {var}: {b!r} should come before {a!r}")
+        for prev, n in zip(nums, nums[1:], strict=False):
+            if n != prev + 1:
+                problems.append(f"Line {n}: {var}: assigned in a second block (the first "
+                                f"ends at line {prev})")  # fmt: skip
+                break
+    return problems
+
+
+def added_makefile_problems(before: str | None, after: str) -> list[str]:
+    """The format problems of *after* the patch added (line numbers move: compared without)."""
+    old = {_LINE_NO_RE.sub("", p) for p in makefile_format(before or "")}
+    return [p for p in makefile_format(after) if _LINE_NO_RE.sub("", p) not in old]
+
+
 class CheckSelftest(_DiffCheck):
     """New selftests are wired up: a new .sh/.py under tools/testing/selftests/ is in its
     directory's Makefile; a new .c (not .bpf.c) is in the Makefile and the .gitignore; a
@@ -232,14 +296,22 @@ class CheckSelftest(_DiffCheck):
         diffs = [f for f in _show(ctx) if f.path.startswith(SELFTESTS)]
         new = [f.path for f in diffs if f.new_file]
         listed = [f.path for f in diffs if Path(f.path).name in ("config", ".gitignore")]
-        if not new and not listed:
+        makefiles = [f.path for f in diffs if Path(f.path).name == "Makefile"
+                     and (ctx.worktree / f.path).is_file()]  # fmt: skip
+        if not new and not listed and not makefiles:
             return Verdict(Outcome.PASS, "no new selftest files")
         problems = selftest_problems(ctx.worktree, new)
         problems += [p for rel in listed if (p := unsorted(ctx.worktree, rel)) is not None]
+        git = Git(ctx.worktree, deadline=ctx.deadline)
+        for rel in makefiles:
+            was = git.run("show", f"{ctx.parent}:{rel}", check=False)
+            after = (ctx.worktree / rel).read_text(encoding="utf-8", errors="replace")
+            problems += [f"{rel}: {p}" for p in
+                         added_makefile_problems(was.stdout if was.ok else None, after)]  # fmt: skip
         if problems:
             return Verdict(Outcome.FAIL, f"selftest not wired up: {problems[0]}"
                            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""),
                            "\n".join(problems) + "\n")  # fmt: skip
         if not new:
-            return Verdict(Outcome.PASS, f"selftest lists sorted: {len(listed)}")
+            return Verdict(Outcome.PASS, f"selftest lists sorted: {len(listed) + len(makefiles)}")
         return Verdict(Outcome.PASS, f"new selftest files wired up: {len(new)}")
