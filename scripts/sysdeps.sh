@@ -6,7 +6,7 @@ set -euo pipefail
 what=${1:-test}
 
 pkgs_demo=(git gcc make perl xz-utils linux-source-6.1 bubblewrap)
-pkgs_test=("${pkgs_demo[@]}" postgresql chromium redis-server)
+pkgs_test=("${pkgs_demo[@]}" postgresql chromium redis-server shellcheck yamllint pylint)
 
 declare -A probe=(
   [git]="command -v git"
@@ -19,6 +19,9 @@ declare -A probe=(
   [linux-source-6.1]="ls /usr/src/linux-source-6.1.tar.xz"
   [bubblewrap]="command -v bwrap"
   [redis-server]="command -v redis-server"
+  [shellcheck]="command -v shellcheck"
+  [yamllint]="command -v yamllint"
+  [pylint]="command -v pylint"
 )
 
 case $what in

@@ -52,6 +52,10 @@ NEEDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name: (tree fil
     "cc_maintainers": (("MAINTAINERS",), ()),
     "maintainers_entry": (("MAINTAINERS",), ()),
     "check_selftest": (("tools/testing/selftests",), ()),
+    "shellcheck": ((), ("shellcheck",)),
+    "pylint": ((), ("pylint",)),
+    "ruff": ((), ("ruff",)),
+    "yamllint": ((), ("yamllint",)),
 }
 NOT_BY_DEFAULT = {
     "fixes_present": "for a fixes tree only (give --checks, or the tree's checks in a config)",

@@ -29,6 +29,10 @@ BUILTIN: dict[str, str] = {
     "deprecated_api": "patchci.checks.code:DeprecatedApi",
     "check_selftest": "patchci.checks.code:CheckSelftest",
     "external": "patchci.checks.external:External",
+    "shellcheck": "patchci.checks.lint:Shellcheck",
+    "pylint": "patchci.checks.lint:Pylint",
+    "ruff": "patchci.checks.lint:Ruff",
+    "yamllint": "patchci.checks.lint:Yamllint",
 }
 
 # Results produced by the pipeline stages themselves, not by a Check class.
