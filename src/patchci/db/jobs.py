@@ -151,9 +151,7 @@ class JobStore(ResultsStore):
         now = now or utcnow()
         jc = t.executor_jobs.c
         with self._write() as conn:
-            r = conn.execute(select(t.executor_jobs).where(jc.id == job_id)).first()
-            if r is None:
-                raise NotFound(f"job {job_id}")
+            r = self._row_for_update(conn, job_id)
             if r.state in FINISHED:
                 return Start(ALREADY_DONE, reason=f"job is {r.state} already")
             attempts: list[dict[str, Any]] = json.loads(r.attempts)
@@ -174,6 +172,13 @@ class JobStore(ResultsStore):
                 started_at=func.coalesce(jc.started_at, now),
             ))  # fmt: skip
             return Start(RUN, attempt=len(attempts))
+
+    @staticmethod
+    def _row_for_update(conn: Connection, job_id: str) -> Any:
+        r = conn.execute(select(t.executor_jobs).where(t.executor_jobs.c.id == job_id)).first()
+        if r is None:
+            raise NotFound(f"job {job_id}")
+        return r
 
     def _give_up(
         self, conn: Connection, r: Any, attempts: list[dict[str, Any]], now: datetime
@@ -225,9 +230,7 @@ class JobStore(ResultsStore):
         now = now or utcnow()
         jc = t.executor_jobs.c
         with self._write() as conn:
-            r = conn.execute(select(t.executor_jobs).where(jc.id == job_id)).first()
-            if r is None:
-                raise NotFound(f"job {job_id}")
+            r = self._row_for_update(conn, job_id)
             if r.state in FINISHED:
                 return False
             attempts: list[dict[str, Any]] = json.loads(r.attempts)

@@ -47,6 +47,7 @@ from patchci.db.results import BranchRow, ResultsStore
 from patchci.db.store import NotFound, Store
 from patchci.errors import ConfigError, FetchError, InfraError
 from patchci.executor.base import RUN_ERROR, Executor, RunResult, TestResult, TestSpec, namify
+from patchci.executor.job import FINISHED
 from patchci.git import Git
 from patchci.model import Series
 from patchci.report.console import outcome_text, plain
@@ -658,13 +659,8 @@ def wait_for_jobs(
     console.print(Text(f"branch {branch}: {len(queued.jobs)} jobs queued; waiting for workers "
                        "(Ctrl-C stops waiting, the jobs go on)"))  # fmt: skip
     jobs = JobStore(results.engine)
-    while True:
-        if branch in collect_jobs(store, results, settings, {}):
-            break
-        rows = jobs.branch_jobs(branch)
-        if rows and all(j.state in ("done", "error") for j in rows) and not any(
-            j.id in queued.jobs for j in jobs.jobs(("queued", "running"))
-        ):
+    while branch not in collect_jobs(store, results, settings, {}):
+        if all(j.state in FINISHED for j in jobs.branch_jobs(branch)):
             break  # collected by a daemon meanwhile
         time.sleep(JOB_POLL)
     rows = jobs.branch_jobs(branch)

@@ -14,9 +14,6 @@ import logging
 import os
 import shutil
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from patchci.executor.job import BadJob, JobSpec
 from patchci.executor.nipa_json import run_to_nipa
 from patchci.git import Git
 from patchci.sandbox import Sandbox, find_bwrap
+from patchci.service.leases import holding
 from patchci.service.runs import executor_tests, make_executor, run_tests
 from patchci.worker.client import JobClient
 
@@ -72,30 +70,6 @@ def fetch_branch(cache: Path, spec: JobSpec) -> Git:
     return git
 
 
-@contextmanager
-def heartbeating(client: JobClient, job_id: str, every: float) -> Iterator[threading.Event]:
-    """Tell the server every *every* s that the job is alive; the event is set when the
-    server answers that it is no longer ours."""
-    stop, lost = threading.Event(), threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(every):
-            try:
-                if not client.heartbeat(job_id):
-                    log.warning("job %s: the server gave it to another worker", job_id)
-                    lost.set()
-            except InfraError as e:
-                log.warning("job %s: heartbeat failed: %s", job_id, e)
-
-    th = threading.Thread(target=beat, name=f"heartbeat-{job_id[:8]}", daemon=True)
-    th.start()
-    try:
-        yield lost
-    finally:
-        stop.set()
-        th.join(timeout=5)
-
-
 def upload(client: JobClient, job_id: str, out: Path) -> int:
     """Every regular file under *out*, by its path relative to it; bytes sent."""
     sent = 0
@@ -134,7 +108,9 @@ def run_job(
     work = ws.work_path
     out = work / "runs" / namify(spec.job_id) / namify(ex.name)
     shutil.rmtree(out.parent, ignore_errors=True)  # an earlier attempt's, on this host
-    with heartbeating(client, spec.job_id, ws.heartbeat):
+    # renewed every `heartbeat` s; the server hands the job on when the beats stop
+    with holding(lambda: client.heartbeat(spec.job_id), f"job {spec.job_id[:8]}",
+                 3 * ws.heartbeat):  # fmt: skip
         run = _run(spec, ws, out, config_path)
     upload(client, spec.job_id, out)
     body = run_to_nipa(run)
