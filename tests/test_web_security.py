@@ -205,6 +205,8 @@ ROUTES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "/api/v1/contest/flakes": ((*CONTEST_PARAMS, *MATRIX_PARAMS), WIDEST),
     "/contest/history": (("grp", "name", "executor", "n", "subtest"), HISTORY),
     "/api/v1/contest/history": (("grp", "name", "executor", "n", "subtest"), HISTORY),
+    "/checks": (("check", "days", "slowest"), {}),
+    "/api/v1/checks": (("check", "days", "slowest"), {}),
 }
 CASES = [(route, param) for route, (params, _) in ROUTES.items() for param in params]
 FREE_TEXT = {"q", "submitter", "name"}
@@ -212,7 +214,7 @@ FREE_TEXT = {"q", "submitter", "name"}
 
 def count_rows(r_text: str, is_api: bool, json_body: object) -> int:
     if is_api and isinstance(json_body, dict):
-        for key in ("items", "rows", "results"):
+        for key in ("items", "rows", "results", "checks"):
             if key in json_body:
                 return len(json_body[key])
     if is_api and isinstance(json_body, list):

@@ -28,7 +28,7 @@ from patchci.config import Settings
 from patchci.db.migrate import make_engine
 from patchci.db.tables import utcnow
 from patchci.web import render
-from patchci.web.routes import api, contest, history, jobs, logs, metrics, pages
+from patchci.web.routes import api, checks, contest, history, jobs, logs, metrics, pages
 from patchci.web.security import SecurityHeaders
 from patchci.web.settings import WebSettings
 
@@ -84,11 +84,13 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(contest.pages)
     app.include_router(history.pages)
+    app.include_router(checks.pages)
     app.include_router(logs.router)
     app.include_router(metrics.router)
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(contest.api, prefix=API_PREFIX)
     app.include_router(history.api, prefix=API_PREFIX)
+    app.include_router(checks.api, prefix=API_PREFIX)
     if settings.broker is not None:  # worker hosts report here: the one writing part
         from patchci.db.jobs import JobStore
 

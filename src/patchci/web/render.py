@@ -23,6 +23,7 @@ NAV: tuple[tuple[str, str], ...] = (
     ("Contest", "/contest"),
     ("Branches", "/branches"),
     ("Flakes", "/flakes"),
+    ("Checks", "/checks"),
     ("Status", "/status"),
     ("API", "/api/v1/openapi.json"),
     ("Metrics", "/metrics"),
