@@ -209,3 +209,24 @@ def test_route_series_nothing_fits() -> None:
     route = route_series(series, [NET, NET_NEXT])
     assert route.tree is None and "not tried applying" in route.reason
     assert route_series(series, []).reason.endswith("(no trees configured)")
+
+
+def test_not_for_us_when_no_file_is_under_any_trees_paths() -> None:
+    """NIPA's "Not a local patch": no file of the series under a local path."""
+    tried: list[str] = []
+
+    def applies(tree: Tree) -> bool:
+        tried.append(tree.name)
+        return True
+
+    foreign = make_series(["[PATCH] x"], [["sound/core/pcm.c", "Documentation/a.rst"]])
+    route = route_series(foreign, [NETP, MPTCP], applies)
+    assert route.tree is None and route.method == "not-local" and not tried
+    assert route.reason == ("Not for this CI: none of its 2 files (Documentation/a.rst, ...) "
+                            "is under a tree's paths")  # fmt: skip
+    # one covered file is enough to try the trees (NIPA: some patch touches a local path)
+    mixed = make_series(["[PATCH] x"], [["sound/core/pcm.c", "net/core/dev.c"]])
+    assert route_series(mixed, [NETP, MPTCP], lambda t: True).tree == "net"
+    # a tag still wins, and trees without paths keep the apply fallback
+    assert route_series(make_series(["[PATCH net] x"], [["sound/a.c"]]), [NETP]).tree == "net"
+    assert route_series(foreign, [NET, NET_NEXT], lambda t: True).tree == "net"

@@ -27,7 +27,7 @@ class Route:
 
     tree: str | None
     reason: str
-    method: str  # "tags" | "paths" | "fixes" | "applies" | "none"
+    method: str  # "tags" | "paths" | "fixes" | "applies" | "not-local" | "none"
     guessed: bool
 
 
@@ -196,6 +196,10 @@ def route_series(
         return _logged(
             series, Route(name, f"Guessed tree name to be {name} (paths)", "paths", True)
         )
+    if not ranked:
+        foreign = not_for_us(series, trees, path_patterns)
+        if foreign is not None:
+            return _logged(series, foreign)
     candidates = ranked or list(trees)
     shas = fixed_commits(series) if has_commits is not None else []
     if shas and has_commits is not None:
@@ -218,6 +222,25 @@ def route_series(
     else:
         reason = f"no tree tag, {paths}, does not apply to any of: {names}"
     return _logged(series, Route(None, reason, "none", False))
+
+
+def not_for_us(
+    series: Series, trees: Sequence[Tree], path_patterns: Mapping[str, Sequence[str]] | None = None
+) -> Route | None:
+    """"Not for this CI" when trees declare paths and no file the series touches is under
+    any of them (NIPA's "Not a local patch": no patch touches a local path). Such a series
+    is recorded, never applied to every tree in turn. None when the rule does not apply:
+    no tree has paths, the series has no files, or one file is covered."""
+    patterns = [p for t in trees for p in (path_patterns or {}).get(t.name, t.paths)]
+    files = series_files(series)
+    if not patterns or not files:
+        return None
+    if any(pattern_specificity(p, f) for f in files for p in patterns):
+        return None
+    n = len(files)
+    reason = (f"Not for this CI: none of its {n} file{'s' if n != 1 else ''} ({files[0]}"
+              f"{', ...' if n > 1 else ''}) is under a tree's paths")  # fmt: skip
+    return Route(None, reason, "not-local", False)
 
 
 def _logged(series: Series, route: Route) -> Route:
