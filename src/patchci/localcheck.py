@@ -47,6 +47,7 @@ ANY_TREE = ("signed_off_by", "fixes_tag", "series_format", "source_inline", "hea
 # The rest run when the tree (at the base) and this host have what they need.
 NEEDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # name: (tree files, host tools)
     "build": (("Makefile",), ("make", "gcc")),
+    "build_tools": (("tools/testing/selftests/Makefile",), ("make", "gcc")),
     "checkpatch": (("scripts/checkpatch.pl",), ("perl",)),
     "kdoc": (("scripts/kernel-doc",), ("perl",)),
     "cc_maintainers": (("MAINTAINERS",), ()),

@@ -21,6 +21,7 @@ BUILTIN: dict[str, str] = {
     "series_format": "patchci.checks.series_format:SeriesFormat",
     "checkpatch": "patchci.checks.checkpatch:Checkpatch",
     "build": "patchci.checks.build:Build",
+    "build_tools": "patchci.checks.build_tools:BuildTools",
     "cc_maintainers": "patchci.checks.maintainers:CcMaintainers",
     "maintainers_entry": "patchci.checks.maintainers:MaintainersEntry",
     "kdoc": "patchci.checks.kdoc:KernelDoc",
