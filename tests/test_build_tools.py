@@ -50,7 +50,7 @@ def _check(tmp_path: Path, git: Git, capsys: pytest.CaptureFixture[str]) -> tupl
     mbox = tmp_path / f"{git.rev_parse('HEAD')}.mbox"
     mbox.write_bytes(mail)
     rc = main(["check", str(mbox), "--tree", str(git.repo), "--base", "HEAD~1",
-               "--checks", "build_tools"])  # fmt: skip
+               "--checks", "build_tools", "--logs", str(tmp_path / "logs")])  # fmt: skip
     return rc, " ".join(capsys.readouterr().out.split())
 
 
@@ -112,3 +112,57 @@ def test_build_tools_is_in_the_default_set_of_a_tree_with_selftests(
     checks_line = out[out.index("checks: ") : out.index("left out")]
     assert "build_tools" in checks_line
     assert "net: builds, no new warnings, no new untracked file" in out
+
+
+def _commit_blobs(tree: Path, files: dict[str, str], msg: str) -> None:
+    """Commit *files* on top of HEAD without a checkout (a kernel checkout costs ~15 s)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "GIT_INDEX_FILE": str(tree / ".git" / "tmp-index")}
+
+    def git(*args: str, data: str | None = None) -> str:
+        return subprocess.run(["git", "-C", str(tree), *args], input=data, env=env, text=True,
+                              check=True, capture_output=True, timeout=300).stdout.strip()  # fmt: skip
+
+    git("read-tree", "HEAD")
+    for path, text in files.items():
+        blob = git("hash-object", "-w", "--stdin", data=text)
+        git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+    new = git("commit-tree", git("write-tree"), "-p", "HEAD", "-m", msg)
+    git("update-ref", "HEAD", new)
+
+
+def test_on_linux_612_a_new_mptcp_program_without_gitignore_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel path: `make headers` in the mirror, then the mptcp selftests built with
+    the exported headers, on Linux 6.12 (the tarball `make test` installs)."""
+    import subprocess
+
+    from tests.kernel_vm import linux_repo
+
+    monkeypatch.setenv("PATCHCI_BUILD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "400")
+    tree = tmp_path / "linux"
+    subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(linux_repo()),
+                    str(tree)], check=True, timeout=900)  # fmt: skip
+    git = Git(tree)
+    mk = f"{ST}net/mptcp/Makefile"
+    text = git.run("show", f"HEAD:{mk}").stdout
+    assert "TEST_GEN_FILES = mptcp_connect" in text
+    # Debian's source ignores everything at the top level ("/*"); a kernel git tree does not
+    ignore = git.run("show", "HEAD:.gitignore").stdout
+    assert "\n/*\n" in ignore
+    _commit_blobs(tree, {".gitignore": ignore.replace("\n/*\n", "\n")}, "no Debian ignore")
+    _commit_blobs(tree, {f"{ST}net/mptcp/mptcp_hello.c": "#include <linux/mptcp.h>\n" + A_C,
+                         mk: text.replace("TEST_GEN_FILES = ", "TEST_GEN_FILES = mptcp_hello ")},
+                  "selftests: mptcp: add mptcp_hello" + SOB)  # fmt: skip
+    rc, out = _check(tmp_path, git, capsys)
+    assert rc == 1, out
+    assert (
+        "net/mptcp: 1 new untracked file (missing .gitignore?): "
+        "tools/testing/selftests/net/mptcp/mptcp_hello"
+    ) in out
+    log = next((tmp_path / "logs").rglob("build_tools.log")).read_text()
+    assert "before: make headers: exit 0" in log and "after: make headers: exit 0" in log
