@@ -133,8 +133,20 @@ def test_cc_maintainers_both_sources(
 ) -> None:  # fmt: skip
     mail = _mail("sample-clean", to, cc)
     base, head = _apply(ktree, mail)
-    res = _check(ktree, CcMaintainers({"source": source}), mail, base, head, tmp_path)
+    chk = CcMaintainers({"source": source, "policy": "strict"})
+    res = _check(ktree, chk, mail, base, head, tmp_path)
     assert (res.outcome, res.description) == (outcome, desc)
+
+
+@pytest.mark.parametrize("source", ["maintainers", "get_maintainer"])
+def test_cc_maintainers_netdev_policy_both_sources(ktree: Git, tmp_path: Path, source: str) -> None:
+    """NIPA's policy: one maintainer missing while the others were CCed warns, with both
+    sources alike; nobody but the lists CCed fails."""
+    mail = _mail("sample-clean", LISTS, MPTCP[1:])
+    base, head = _apply(ktree, mail)
+    res = _check(ktree, CcMaintainers({"source": source}), mail, base, head, tmp_path)
+    assert (res.outcome, res.description) == (
+        Outcome.WARN, "1 maintainers not CCed: mathew.j.martineau@linux.intel.com")  # fmt: skip
 
 
 def test_maintainers_entry_on_the_kernel(ktree: Git, tmp_path: Path) -> None:

@@ -5,10 +5,22 @@ cc_maintainers (patch) options:
 - `source`: "maintainers" (default; our own parser of the tree's MAINTAINERS) or
   "get_maintainer" (the tree's `scripts/get_maintainer.pl --no-git --no-git-fallback`).
 - `ignore` (list of addresses never required, default `["linux-kernel@vger.kernel.org"]`).
+- `policy`: "netdev" (default, NIPA's): every wanted address (maintainers, reviewers,
+  lists) counts alike; missing ones WARN when more than one wanted address was CCed, FAIL
+  otherwise. "strict": a missing maintainer (M:) FAILs, a missing reviewer or list WARNs.
+- `blamed` (bool, default true): the authors of the commits the patch's `Fixes:` tags
+  name are wanted too, and one missing FAILs under either policy (NIPA's "blamed authors
+  not CCed"), unless stale.
+- `stale_months` (int, default 36; 0: never stale): a blamed author with no commit in the
+  tree (as author, or named in a commit message: trailers) for that long, counted back
+  from the base commit's date, has moved on and is not required (NIPA asks lore the same
+  question; a history shorter than the window never makes anyone stale).
+- `aliases` (list of `.mailmap`-format lines): added to the tree's `.mailmap`; a wanted
+  address counts as CCed when another address of its mailmap line is on the mail.
 
-The addresses of the touched entries are compared, case-insensitively, with the mail's
-From, To and Cc. A missing maintainer (M:) is FAIL; a missing reviewer (R:) or list (L:)
-is WARN. Description: "CCed 5 of 6 maintainers, missing: x@y".
+The addresses are compared, case-insensitively, with the mail's From, To and Cc.
+Description: "CCed 5 of 6 maintainers", "1 maintainers not CCed: x@y",
+"1 blamed authors not CCed: a@b; 0 maintainers not CCed: ".
 
 maintainers_entry (series) options:
 
@@ -23,8 +35,10 @@ entry for <file>". The entries are read after the series, so one it adds counts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import Field
@@ -50,6 +64,7 @@ class Expected:
     maintainers: list[str] = field(default_factory=list)
     reviewers: list[str] = field(default_factory=list)
     lists: list[str] = field(default_factory=list)
+    blamed: list[str] = field(default_factory=list)  # authors of the commits it fixes
 
     def add(self, kind: str, addr: str) -> None:
         bucket = getattr(self, kind)
@@ -76,7 +91,9 @@ def expected_from_get_maintainer(rows: Iterable[tuple[Person, str]]) -> Expected
     exp = Expected()
     for person, role in rows:
         kind = role.split(":", 1)[0].strip().lower()
-        if kind in MAINTAINER_ROLES:
+        if kind.startswith("blamed_fixes"):  # get_maintainer's --fixes (on by default)
+            exp.add("blamed", person.email)
+        elif kind in MAINTAINER_ROLES:
             exp.add("maintainers", person.email)
         elif kind == "reviewer":
             exp.add("reviewers", person.email)
@@ -97,21 +114,84 @@ def mail_addresses(patch: Patch) -> set[str]:
     return {p.email.lower() for p in people if p.email}
 
 
-def cc_verdict(exp: Expected, present: set[str], ignore: Sequence[str]) -> tuple[Outcome, str]:
+_EMAIL_RE = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+
+
+def mailmap_aliases(lines: Iterable[str]) -> dict[str, set[str]]:
+    """Address → every address sharing a `.mailmap` line with it (joined through shared
+    addresses), lower-cased; `# comments` skipped."""
+    groups: dict[str, set[str]] = {}
+    for line in lines:
+        found = [a.lower() for a in _EMAIL_RE.findall(line.split("#", 1)[0])]
+        if len(found) < 2:
+            continue
+        merged = set(found)
+        for a in found:
+            merged |= groups.get(a, set())
+        for a in merged:
+            groups[a] = merged
+    return groups
+
+
+@dataclass(frozen=True)
+class CcFindings:
+    found: list[str]
+    missing: list[str]
+    missing_blamed: list[str]
+    mapped: list[str]  # counted as CCed through an alias
+    stale: list[str]
+
+
+def cc_findings(
+    exp: Expected, present: set[str], ignore: Sequence[str],
+    aliases: Mapping[str, set[str]] | None = None, stale: Iterable[str] = (),
+    kinds: Sequence[str] = ("maintainers", "reviewers", "lists"),
+) -> CcFindings:  # fmt: skip
+    """Who of *kinds* and the blamed authors is on the mail (directly or by an alias)."""
+    skip = {a.lower() for a in ignore}
+    gone = {a.lower() for a in stale}
+    aliases = aliases or {}
+    wanted = list(dict.fromkeys(a.lower() for k in kinds for a in getattr(exp, k)))
+    blamed = [a.lower() for a in exp.blamed if a.lower() not in gone]
+    wanted = [a for a in dict.fromkeys([*wanted, *blamed]) if a not in skip]
+    mapped = [a for a in wanted if a not in present and aliases.get(a, set()) & present]
+    found = [a for a in wanted if a in present or a in mapped]
+    missing = [a for a in wanted if a not in found]
+    return CcFindings(found, missing, [a for a in blamed if a in missing and a not in skip],
+                      mapped, sorted(gone & {a.lower() for a in exp.blamed}))  # fmt: skip
+
+
+def cc_verdict(
+    exp: Expected, present: set[str], ignore: Sequence[str], policy: str = "strict",
+    aliases: Mapping[str, set[str]] | None = None, stale: Iterable[str] = (),
+) -> tuple[Outcome, str]:  # fmt: skip
+    f = cc_findings(exp, present, ignore, aliases, stale)
+    if f.missing_blamed:
+        others = [a for a in f.missing if a not in f.missing_blamed]
+        return Outcome.FAIL, (f"{len(f.missing_blamed)} blamed authors not CCed: "
+                              f"{' '.join(f.missing_blamed)}; {len(others)} maintainers not "
+                              f"CCed: {' '.join(others)}").rstrip()  # fmt: skip
+    if policy == "netdev":
+        if f.missing:
+            outcome = Outcome.WARN if len(f.found) > 1 else Outcome.FAIL
+            return outcome, f"{len(f.missing)} maintainers not CCed: {' '.join(f.missing)}"
+        if not f.found:
+            return Outcome.PASS, "no MAINTAINERS entry covers the touched files"
+        return Outcome.PASS, f"CCed {len(f.found)} of {len(f.found)} maintainers"
     skip = {a.lower() for a in ignore}
 
-    def missing(addrs: list[str]) -> list[str]:
-        return [a for a in addrs if a.lower() not in present and a.lower() not in skip]
+    def absent(addrs: list[str]) -> list[str]:
+        return [a for a in addrs if a in f.missing]
 
-    wanted = [a for a in exp.maintainers if a.lower() not in skip]
-    miss_m = missing(exp.maintainers)
-    miss_other = missing(exp.reviewers) + missing(exp.lists)
-    head = f"CCed {len(wanted) - len(miss_m)} of {len(wanted)} maintainers"
+    maint = [a for a in dict.fromkeys(a.lower() for a in exp.maintainers) if a not in skip]
+    miss_m = absent(maint)
+    miss_other = absent(list(dict.fromkeys(a.lower() for a in exp.reviewers + exp.lists)))
+    head = f"CCed {len(maint) - len(miss_m)} of {len(maint)} maintainers"
     if miss_m:
         return Outcome.FAIL, f"{head}, missing: {', '.join(miss_m)}"
     if miss_other:
         return Outcome.WARN, f"{head}; missing reviewers/lists: {', '.join(miss_other)}"
-    if not wanted and not exp.reviewers and not exp.lists:
+    if not f.found and not f.missing:
         return Outcome.PASS, "no MAINTAINERS entry covers the touched files"
     return Outcome.PASS, head
 
@@ -119,6 +199,10 @@ def cc_verdict(exp: Expected, present: set[str], ignore: Sequence[str]) -> tuple
 class CcMaintainersOptions(CheckOptions):
     source: Literal["maintainers", "get_maintainer"] = "maintainers"
     ignore: tuple[str, ...] = DEFAULT_IGNORE
+    policy: Literal["netdev", "strict"] = "netdev"
+    blamed: bool = True
+    stale_months: int = Field(36, ge=0)
+    aliases: tuple[str, ...] = ()
 
 
 class MaintainersEntryOptions(CheckOptions):
@@ -181,13 +265,74 @@ class CcMaintainers(Check):
             )
             exp = expected_from_entries(entries)
             source_log = "\n".join(f"entry: {e.name}" for e in entries)
+        if not self.opts.blamed:
+            exp.blamed = []
+        elif self._source() == "maintainers":
+            for addr in blamed_authors(git, patch):
+                exp.add("blamed", addr)
         present = mail_addresses(patch)
-        ignore = self.opts.ignore
-        outcome, desc = cc_verdict(exp, present, ignore)
-        body = (f"{source_log}\n\nmaintainers: {', '.join(exp.maintainers)}\n"
+        aliases = self._aliases(ctx)
+        findings = cc_findings(exp, present, self.opts.ignore, aliases)
+        stale = [a for a in findings.missing_blamed
+                 if is_stale(git, a, ctx.base, self.opts.stale_months)]  # fmt: skip
+        outcome, desc = cc_verdict(exp, present, self.opts.ignore, self.opts.policy, aliases,
+                                   stale)  # fmt: skip
+        final = cc_findings(exp, present, self.opts.ignore, aliases, stale)
+        body = (f"{source_log}\n\npolicy: {self.opts.policy}\n"
+                f"maintainers: {', '.join(exp.maintainers)}\n"
                 f"reviewers: {', '.join(exp.reviewers)}\nlists: {', '.join(exp.lists)}\n"
-                f"on the mail: {', '.join(sorted(present))}\n")  # fmt: skip
+                f"blamed (authors of the commits it fixes): {', '.join(exp.blamed) or '-'}\n"
+                f"stale (no commit in {self.opts.stale_months} months): {', '.join(stale) or '-'}\n"
+                f"mapped (an alias is on the mail): {', '.join(final.mapped) or '-'}\n"
+                f"on the mail: {', '.join(sorted(present))}\n"
+                f"missing: {', '.join(final.missing) or '-'}\n")  # fmt: skip
         return Verdict(outcome, desc, body)
+
+    def _aliases(self, ctx: CheckContext) -> dict[str, set[str]]:
+        path = ctx.worktree / ".mailmap"
+        lines = list(self.opts.aliases)
+        if path.is_file():
+            lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return mailmap_aliases(lines)
+
+
+def blamed_authors(git: Git, patch: Patch) -> list[str]:
+    """The authors' addresses of the commits the patch's `Fixes:` tags name (those the tree
+    has; an unknown id is fixes_tag's to report)."""
+    from patchci.checks.fixes_tag import parse_fixes
+
+    text = patch.raw.decode("utf-8", errors="replace").split("\n---", 1)[0]
+    out: list[str] = []
+    for tag in parse_fixes(text):
+        if not tag.sha:
+            continue
+        res = git.run("log", "-1", "--format=%aE", tag.sha, "--", check=False)
+        addr = res.stdout.strip() if res.ok else ""
+        if addr and addr not in out:
+            out.append(addr)
+    return out
+
+
+def is_stale(git: Git, addr: str, base: str, months: int) -> bool:
+    """No commit by *addr*, nor naming it in its message, in the *months* before *base*'s
+    date; False when the history does not reach back that far (it cannot tell)."""
+    if months <= 0:
+        return False
+    ts = git.run("log", "-1", "--format=%ct", base, "--", check=False).stdout.strip()
+    if not ts.isdigit():
+        return False
+    since = datetime.fromtimestamp(int(ts)) - timedelta(days=30 * months)
+    window = f"--since={since:%Y-%m-%d}"
+    older = git.run("log", "-1", "--format=%H", f"--until={since:%Y-%m-%d}", base, "--",
+                    check=False).stdout.strip()  # fmt: skip
+    if not older:
+        return False  # the whole history is inside the window
+    for pattern in (f"--author={addr}", f"--grep={addr}"):
+        res = git.run("log", "-1", "--format=%H", "-F", "-i", window, pattern, base, "--",
+                      check=False)  # fmt: skip
+        if res.stdout.strip():
+            return False
+    return True
 
 
 class MaintainersEntry(Check):
