@@ -124,7 +124,7 @@ def test_migrations_ship_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "__init__.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "__init__.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
-    assert head_revision() == "0008"
+    assert head_revision() == "0009"
 
 
 def test_url_normalisation() -> None:

@@ -49,6 +49,7 @@ class Applied:
     already_applied: bool
     total: int = 0
     repo: Path | None = None  # the tree's own repository (git is the worktree's)
+    pull: str | None = None  # a pull request's "URL REF": commits[0] is its merge
 
     @property
     def ok(self) -> bool:
@@ -132,7 +133,50 @@ def _am(wt: Git, raw: bytes, ident: Sequence[str]) -> _Step:
     return _Step(None if no_change else after, True, no_change, res.output)
 
 
+# A fetch that failed because of what the pull request names (its fault), not the network.
+_BAD_PULL = ("does not appear to be a git repository", "couldn't find remote ref",
+             "repository not found", "not found", "invalid refspec", "no such file or directory",
+             "unable to find remote helper", "transport '", "is not a valid")  # fmt: skip
+PULL_PROTOCOLS = ("https", "http", "git", "file")  # not ssh: it would use our keys
+
+
+def _pull(wt: Git, base: str, url_ref: str) -> Applied:
+    """Fetch a pull request's URL and ref and merge it into *base* (NIPA's `git pull`):
+    commits[0] is the merge commit, so the checks compare the base with the merge."""
+    url, _, ref = url_ref.partition(" ")
+    ident = wt.identity_config()
+    allow = ["-c", "protocol.allow=never"] + [
+        x for p in PULL_PROTOCOLS for x in ("-c", f"protocol.{p}.allow=always")]  # fmt: skip
+    fetch = wt.run(*allow, "fetch", "--no-tags", "--no-write-fetch-head", "--", url,
+                   f"{ref.strip() or 'HEAD'}:refs/patchci/pull", check=False)  # fmt: skip
+    out = [f"=== git fetch {url} {ref}\n{fetch.output.rstrip()}\n"]
+    if not fetch.ok:
+        low = fetch.output.lower()
+        if any(b in low for b in _BAD_PULL):
+            out.append(f"cannot fetch {url_ref}\n")
+            return Applied(wt.repo, wt, base, (), ApplyStatus.FAILED, 0, "\n".join(out), False,
+                           1, pull=url_ref)  # fmt: skip
+        raise InfraError(f"git fetch {url} failed: {fetch.output.strip()[-300:]}")
+    head = wt.rev_parse("refs/patchci/pull")
+    count = wt.run("rev-list", "--count", f"{base}..refs/patchci/pull").stdout.strip()
+    merge = wt.run(*ident, "-c", "core.hooksPath=/dev/null", "merge", "--no-ff", "--no-edit",
+                   "--no-gpg-sign", "-m", f"Merge {url_ref}", "refs/patchci/pull", check=False)  # fmt: skip
+    wt.run("update-ref", "-d", "refs/patchci/pull", check=False)
+    out.append(f"=== git merge {str(head)[:12]} ({count} commits)\n{merge.output.rstrip()}\n")
+    if not merge.ok:
+        wt.run("merge", "--abort", check=False)
+        return Applied(wt.repo, wt, base, (), ApplyStatus.FAILED, 0, "\n".join(out), False, 1,
+                       pull=url_ref)  # fmt: skip
+    sha = wt.rev_parse("HEAD")
+    status = ApplyStatus.APPLIED if sha and sha != base else ApplyStatus.ALREADY_APPLIED
+    commits = (sha,) if sha and status is ApplyStatus.APPLIED else ()
+    return Applied(wt.repo, wt, base, commits, status, None, "\n".join(out),
+                   status is ApplyStatus.ALREADY_APPLIED, int(count or 0), pull=url_ref)  # fmt: skip
+
+
 def _apply_all(wt: Git, base: str, series: Series) -> Applied:
+    if series.pull_url:
+        return _pull(wt, base, series.pull_url)
     ident = wt.identity_config()
     commits: list[str] = []
     outputs: list[str] = []
@@ -201,7 +245,9 @@ def apply_result(
     name = tree or (applied.repo or applied.git.repo).name
     n = applied.total or len(applied.commits)
     base = applied.base[:12]
-    if applied.status is ApplyStatus.APPLIED:
+    if applied.pull is not None:
+        outcome, desc = _pull_result(applied, name, n)
+    elif applied.status is ApplyStatus.APPLIED:
         outcome, desc = (
             Outcome.PASS,
             f"Applied {n} patch{'es' if n != 1 else ''} on {name} (base {base})",
@@ -225,3 +271,21 @@ def apply_result(
         log_path = str(p)
     details = (("status", applied.status.value), ("base", applied.base))
     return CheckResult("apply", outcome, desc, None, log_path, 0.0, None, details)
+
+
+def _pull_result(applied: Applied, name: str, n: int) -> tuple[Outcome, str]:
+    base = applied.base[:12]
+    if applied.status is ApplyStatus.APPLIED:
+        return Outcome.PASS, (f"Pulled {applied.pull} into {name} (base {base}): {n} "
+                              f"commit{'s' if n != 1 else ''}")  # fmt: skip
+    if applied.status is ApplyStatus.ALREADY_APPLIED:
+        return Outcome.PASS, f"Pull request already merged in {name} (base {base})"
+    if applied.status is ApplyStatus.FAILED:
+        return Outcome.FAIL, f"Pull to {name} failed: {_last_error(applied.output)}"[:250]
+    return Outcome.ERROR, f"Could not pull into {name} (infrastructure)"
+
+
+def _last_error(output: str) -> str:
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    picked = [ln for ln in lines if ln.lower().startswith(("fatal:", "conflict", "error:"))]
+    return (picked or lines[-1:] or ["unknown"])[0]

@@ -129,10 +129,11 @@ class Git:
         return res.stdout.splitlines()
 
     def changed_files(self, rev: str) -> list[str]:
-        """Every path *rev* touches (both sides of a rename), sorted."""
+        """Every path *rev* touches (both sides of a rename), sorted; for a merge (a pulled
+        branch), what it brings to its first parent."""
         res = self.run(
             "diff-tree", "-r", "--root", "--no-commit-id", "--name-only", "--no-renames",
-            "-z", "--end-of-options", rev,
+            "--diff-merges=first-parent", "-z", "--end-of-options", rev,
         )  # fmt: skip
         return sorted({p for p in res.stdout.split("\x00") if p})
 

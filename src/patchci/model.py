@@ -150,6 +150,8 @@ class Patch:
     files: tuple[str, ...] = ()
     pw_id: int | None = None
     web_url: str | None = None
+    # "URL REF" of a pull request mail (Patchwork's pull_url): no diff, a branch to pull.
+    pull_url: str | None = None
 
     @property
     def number(self) -> int | None:
@@ -177,6 +179,15 @@ class Series:
     pw_id: int | None = None
     web_url: str | None = None
     problems: tuple[str, ...] = ()
+
+    @property
+    def pull_url(self) -> str | None:
+        """A pure pull request (NIPA's is_pure_pull): its one mail names a branch to pull
+        and carries no diff; None for a series of patches (a pull cover co-posted with its
+        patches is a series of patches)."""
+        if len(self.patches) == 1 and not self.patches[0].has_diff:
+            return self.patches[0].pull_url
+        return None
 
     @property
     def subjects(self) -> tuple[str, ...]:

@@ -198,6 +198,11 @@ def _run_checks(
         return CheckContext(series, tree, worktree, base, commits, idx, {}, log_dir,
                             sandbox=sandbox, route=route)  # fmt: skip
 
+    if series.pull_url:  # NIPA runs only the checks marked for pull requests on a pull
+        out += [CheckResult(c.name, Outcome.SKIP, "not run on a pull request (it reads patch "
+                            "mails; a pull request has none)") for c in checks
+                if not c.pull_requests]  # fmt: skip
+        checks = [c for c in checks if c.pull_requests]
     runnable = [c for c in checks if commits or not c.needs_apply]
     patch_checks = [c for c in runnable if c.scope is Scope.PATCH]
     series_checks = [c for c in runnable if c.scope is Scope.SERIES]

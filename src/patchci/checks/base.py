@@ -158,6 +158,9 @@ class Check:
     default_timeout: ClassVar[float] = 300.0
     needs_apply: ClassVar[bool] = True
     description: ClassVar[str] = ""
+    # Run on a pull request's merge too (NIPA's "pull-requests": true); the others look at
+    # a patch mail, which a pull request does not have.
+    pull_requests: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None, timeout: float | None = None):
         self.opts: CheckOptions = parse_options(type(self), options)

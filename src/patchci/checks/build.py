@@ -279,6 +279,7 @@ class Build(Check):
     opts: BuildOptions
     name = "build"
     scope = Scope.PATCH
+    pull_requests = True
     tools = ("git",)
     default_timeout = 7200.0
     description = "The build does not break and no warning is new"

@@ -96,6 +96,7 @@ class BuildTools(Check):
     opts: BuildToolsOptions
     name = "build_tools"
     scope = Scope.SERIES
+    pull_requests = True
     tools = ("git", "make")
     default_timeout = 3600.0
     description = "The selftests it touches build, warn no more and leave no untracked file"

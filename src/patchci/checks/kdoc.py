@@ -46,6 +46,7 @@ class KernelDoc(Check):
     opts: KernelDocOptions
     name = "kdoc"
     scope = Scope.PATCH
+    pull_requests = True
     tools = ()
     default_timeout = 300.0
     description = "scripts/kernel-doc finds no new warning in the touched files"

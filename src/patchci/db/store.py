@@ -170,6 +170,7 @@ def _patch_values(series_id: int, idx: int, is_cover: bool, p: Patch) -> dict[st
         "recipients": json.dumps([[r.name, r.email] for r in p.recipients]),
         "has_diff": p.has_diff,
         "files": json.dumps(list(p.files)),
+        "pull_url": p.pull_url,
     }
 
 
@@ -187,6 +188,7 @@ def _patch_from_row(row: Row[Any]) -> Patch:
         recipients=tuple(Person(n, e) for n, e in json.loads(m["recipients"])),
         has_diff=bool(m["has_diff"]),
         files=tuple(json.loads(m["files"])),
+        pull_url=m["pull_url"],
         pw_id=m["pw_id"],
         web_url=m["web_url"],
     )

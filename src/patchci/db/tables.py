@@ -168,6 +168,7 @@ patches = Table(
     Column("recipients", Text, nullable=False),  # JSON [[name, email], ...]
     Column("has_diff", Boolean, nullable=False),
     Column("files", Text, nullable=False),  # JSON list of paths
+    Column("pull_url", Text, nullable=True),  # a pull request's "URL REF"
     UniqueConstraint("series_id", "msgid"),
     Index(None, "pw_id"),
 )

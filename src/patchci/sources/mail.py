@@ -304,6 +304,24 @@ def _git_diff_paths(args: str) -> list[str]:
     return [_strip_prefix(args)]
 
 
+# Patchwork's pull request test: "The following changes since commit" then "are available
+# in the git repository at:" then the URL and the ref (wrapped or not).
+_PULL_RE = re.compile(
+    r"^The following changes since commit.*"
+    r"^are available in the git repository at:\s*\n"
+    r"^\s*([\w+-]+(?:://|@)[\w/.@:~-]+[\s\\]*[\w/._-]*)\s*$",
+    re.DOTALL | re.MULTILINE | re.IGNORECASE,
+)
+
+
+def find_pull_url(text: str) -> str | None:
+    """"URL REF" of a `git request-pull` mail body, as Patchwork's pull_url; None if none."""
+    m = _PULL_RE.search(text)
+    if m is None:
+        return None
+    return re.sub(r"[\s\\]+", " ", m.group(1)).strip() or None
+
+
 def find_diff(text: str) -> tuple[bool, tuple[str, ...]]:
     """Whether *text* holds a unified/git diff, and the paths it touches in order."""
     files: list[str] = []
@@ -357,7 +375,8 @@ def _parse_mail(raw: bytes) -> Patch:
     in_reply_to = [i for v in hdrs.get_all("in-reply-to") for i in _msgids(v)]
     refs: list[str] = [i for v in hdrs.get_all("references") for i in _msgids(v)]
     refs.extend(i for i in in_reply_to[1:] if i not in refs)
-    has_diff, files = find_diff(_body_from(hdrs, raw, body_start))
+    body = _body_from(hdrs, raw, body_start)
+    has_diff, files = find_diff(body)
     return Patch(
         msgid=msgid,
         subject=subject,
@@ -371,4 +390,5 @@ def _parse_mail(raw: bytes) -> Patch:
         has_diff=has_diff,
         files=files,
         pw_id=_pw_id(hdrs.get("x-patchwork-id")),
+        pull_url=find_pull_url(body),
     )

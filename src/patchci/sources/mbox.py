@@ -304,7 +304,7 @@ def group_series(mails: Iterable[tuple[str, Patch]], source: str = "local") -> I
         elif p.number == 0:
             if not g.add_cover(p):
                 comments.append((loc, p))
-        elif p.has_diff:
+        elif p.has_diff or p.pull_url:  # Patchwork keeps a pull request as a patch
             g.add_patch(p)
         else:
             comments.append((loc, p))
