@@ -129,6 +129,7 @@ def test_the_daemon_stores_and_pulls_a_pull_request(
     is pulled, and a check not marked for pulls is a skip with the reason."""
     from patchci.config import load_settings
     from patchci.daemon import open_store
+    from patchci.service.contest import PULL_LEFT_OUT, candidates
 
     tree, contrib = trees
     base = contrib.rev_parse("HEAD")
@@ -147,6 +148,8 @@ def test_the_daemon_stores_and_pulls_a_pull_request(
         (row,) = store.list_series(limit=10)
         assert store.load_series(row.id).pull_url == f"file://{contrib.repo} for-next"
         got = {r.check: (r.outcome.value, r.description) for r in store.latest_results(row.id)}
+        (cand,) = candidates(store, "net-next")
+        assert cand.review == PULL_LEFT_OUT  # test branches leave it out, saying why
     finally:
         store.close()
     assert got["apply"] == ("pass", f"Pulled file://{contrib.repo} for-next into net-next "

@@ -269,7 +269,9 @@ def apply_result(
         p = log_dir / "apply.log"
         p.write_text(f"{desc}\n\n{applied.output}", encoding="utf-8")
         log_path = str(p)
-    details = (("status", applied.status.value), ("base", applied.base))
+    details: tuple[tuple[str, str], ...] = (("status", applied.status.value), ("base", applied.base))
+    if applied.pull is not None:
+        details += (("pull", applied.pull),)
     return CheckResult("apply", outcome, desc, None, log_path, 0.0, None, details)
 
 

@@ -71,6 +71,7 @@ from patchci.trees import TreeSync
 log = logging.getLogger(__name__)
 
 MBOX_FROM = b"From patchci Mon Sep 17 00:00:00 2001\n"
+PULL_LEFT_OUT = "a pull request: test branches take patch mails, not pulls"
 
 
 # -- reading the pipeline's results --------------------------------------------------------
@@ -82,8 +83,11 @@ def candidates(store: Store, tree: str, limit: int = 1000) -> list[Candidate]:
     for row in store.list_series(limit=limit):
         if row.tree != tree:
             continue
-        outcomes = series_outcomes(store.latest_results(row.id))
-        out.append(Candidate(row.id, row.name, row.created_at, outcomes, row.state))
+        results = store.latest_results(row.id)
+        outcomes = series_outcomes(results)
+        pull = any(r.check == "apply" and any(k == "pull" for k, _ in r.details) for r in results)
+        review = PULL_LEFT_OUT if pull else None
+        out.append(Candidate(row.id, row.name, row.created_at, outcomes, row.state, review))
     return out
 
 
