@@ -161,6 +161,7 @@ class ExecutorSettings(_Model):
     deadline: Annotated[float, Field(gt=0)] = 4 * 3600.0  # the whole run
     kmemleak: bool = True  # scan after each test when the kernel has kmemleak
     kmemleak_wait: Annotated[float, Field(ge=0, le=600)] = 5.0  # between its two scans
+    env_check: bool = True  # a passing test that leaves network state behind: warn
     tests_per_boot: Annotated[int, Field(ge=0)] = 0  # 0: until one crashes/hangs/taints
     jobs: Annotated[int, Field(ge=0, le=256)] = 0  # make -j; 0: one per CPU
     # local

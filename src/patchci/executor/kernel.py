@@ -28,6 +28,7 @@ from pathlib import Path
 from patchci import ktap
 from patchci.crash import DEFAULT_CONFIG, CrashConfig, detect
 from patchci.errors import InfraError
+from patchci.executor import envleak
 from patchci.executor.base import (
     RETRY_ON,
     RUN_DONE,
@@ -83,6 +84,7 @@ class KernelVmOptions:
     deadline: float = 4 * 3600.0
     kmemleak: bool = True
     kmemleak_wait: float = KMEMLEAK_WAIT  # between the two scans after each test
+    env_check: bool = True  # what a test left behind (netns, links, routes, sysctls): warn
     jobs: int = 0
     tests_per_boot: int = 0  # 0: as many as the VM survives; 1: a fresh VM per test
     kunit: tuple[str, ...] = ()  # KUnit tests built in: Kconfig symbols or .kunitconfig files
@@ -282,7 +284,8 @@ class KernelVmExecutor:
                 session = run_session(vm, guests, chan, rw_dirs=[g.workdir for g in guests],
                                       kmemleak=self.opts.kmemleak, sandbox=self.sandbox,
                                       idle_timeout=self.opts.idle_timeout,
-                                      kmemleak_wait=self.opts.kmemleak_wait)  # fmt: skip
+                                      kmemleak_wait=self.opts.kmemleak_wait,
+                                      env_check=self.opts.env_check)  # fmt: skip
                 todo = self._take(session, batch) + todo[len(batch) :]
 
     def _take(self, session: Session, todo: list[_Pending]) -> list[_Pending]:
@@ -328,6 +331,11 @@ class KernelVmExecutor:
         absent = missing_commands(_read(tr.output)) if outcome is Outcome.FAIL else []
         if absent:  # the host (so the guest) lacks a tool: ours, not the patch's
             outcome, note = Outcome.ERROR, f"missing on the executor: {install_hint(absent)}"
+        left = _left_behind(tr)
+        if left:
+            note = "; ".join(x for x in (note, envleak.summary(left)) if x)
+            if outcome is Outcome.PASS:  # the next test starts from a changed machine
+                outcome = Outcome.WARN
         return Attempt(outcome, tr.duration, collector.subtests(), crashes, tr.output, note)
 
     # -- reproduce ----------------------------------------------------------------------
@@ -458,3 +466,16 @@ def _not_run(out_dir: Path, why: str) -> Attempt:
     p = out_dir / "not-run.log"
     p.write_text(f"patchci: not run: {why}\n", encoding="utf-8")
     return Attempt(Outcome.ERROR, 0.0, (), (), p, why)
+
+
+def _left_behind(tr: TestRun) -> list[str]:
+    """The network state *tr* left (envleak), also appended to its output log."""
+    if tr.env is None:
+        return []
+    before, after = (p.read_text(encoding="utf-8", errors="replace") for p in tr.env)
+    left = envleak.leftovers(before, after)
+    if left:
+        with tr.output.open("a", encoding="utf-8") as fh:
+            fh.write("\n# patchci: this test left behind (network state before vs after it):\n")
+            fh.writelines(f"#   {x}\n" for x in left)
+    return left

@@ -31,6 +31,7 @@ from typing import Any
 
 from patchci import proc
 from patchci.errors import CommandTimeout
+from patchci.executor.envleak import SNAPSHOT_SH
 from patchci.executor.vm import (
     BOOTED,
     CONSOLE,
@@ -80,6 +81,7 @@ class TestRun:
     console: tuple[str, ...]  # the kernel console while it ran
     kmemleak: Path | None
     idle: float | None = None  # killed after this long without output (timed_out too)
+    env: tuple[Path, Path] | None = None  # the network snapshots before and after it
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,14 @@ def run_dir(chan: Path, t: GuestTest) -> Path:
 
 
 def runner_script(
-    chan: Path, tests: Sequence[GuestTest], kmemleak: bool, kmemleak_wait: float = KMEMLEAK_WAIT
-) -> str:
+    chan: Path, tests: Sequence[GuestTest], kmemleak: bool, kmemleak_wait: float = KMEMLEAK_WAIT,
+    env_check: bool = True,
+) -> str:  # fmt: skip
     """The guest's runner: each test in turn, reporting over files in *chan*. After each
     test kmemleak scans, waits *kmemleak_wait* s and scans again (as NIPA does: an object
     is reported only once it is older than kmemleak's minimum age, so the first scan
-    misses what the test leaked last), then its report is kept and cleared."""
+    misses what the test leaked last), then its report is kept and cleared. With
+    *env_check* the network state is snapshot before and after each test (envleak)."""
     q = shlex.quote
     lines = [
         "#!/bin/sh",
@@ -114,14 +118,17 @@ def runner_script(
         "fi",
         "[ -d /sys/kernel/debug/tracing ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null",
         "taint0=$(cat /proc/sys/kernel/tainted)",
+        *(SNAPSHOT_SH.splitlines() if env_check else []),
         "run_one() {",
         "  d=$1; n=$2; wd=$3",
+        *(['  snap "$d/env-before"'] if env_check else []),
         '  echo "patchci: test $n start" > /dev/kmsg',
         '  cat /proc/uptime > "$d/started"',
         '  { cd "$wd" && /bin/sh "$d/command.sh" </dev/null; echo $? > "$d/exit-status.tmp"; }'
         ' 2>&1 | cat > "$d/output.log"',
         '  mv "$d/exit-status.tmp" "$d/exit-status"',
         '  echo "patchci: test $n end" > /dev/kmsg',
+        *(['  snap "$d/env-after"'] if env_check else []),
     ]
     if kmemleak:
         lines += [
@@ -230,19 +237,21 @@ class _Watchdog(threading.Thread):
 
 
 def _prepare(
-    chan: Path, tests: Sequence[GuestTest], kmemleak: bool, kmemleak_wait: float = KMEMLEAK_WAIT
-) -> Path:
+    chan: Path, tests: Sequence[GuestTest], kmemleak: bool, kmemleak_wait: float = KMEMLEAK_WAIT,
+    env_check: bool = True,
+) -> Path:  # fmt: skip
     for name in (BOOTED, DONE, CONSOLE, PIDFILE):
         (chan / name).unlink(missing_ok=True)
     for t in tests:
         d = run_dir(chan, t)
         d.mkdir(parents=True, exist_ok=True)
         for name in ("started", "exit-status", "exit-status.tmp", "output.log", "tainted",
-                     "kmemleak.txt"):  # fmt: skip
+                     "kmemleak.txt", "env-before", "env-after"):  # fmt: skip
             (d / name).unlink(missing_ok=True)
         (d / "command.sh").write_text(t.command.rstrip("\n") + "\n", encoding="utf-8")
     script = chan / RUNNER
-    script.write_text(runner_script(chan, tests, kmemleak, kmemleak_wait), encoding="utf-8")
+    script.write_text(runner_script(chan, tests, kmemleak, kmemleak_wait, env_check),
+                      encoding="utf-8")  # fmt: skip
     script.chmod(0o755)
     return script
 
@@ -262,6 +271,7 @@ def run_session(
     sandbox: Sandbox | None = None,
     idle_timeout: float | None = None,
     kmemleak_wait: float = KMEMLEAK_WAIT,
+    env_check: bool = True,
 ) -> Session:
     """Boot *cfg.kernel* once and run *tests* in it, in order, until one crashes, hangs,
     taints the kernel or all are done. Never raises for the guest's troubles.
@@ -272,7 +282,7 @@ def run_session(
     chan = _check_path(chan)
     chan.mkdir(parents=True, exist_ok=True)
     cfg, kvm_reason = resolve_config(cfg)
-    _prepare(chan, tests, kmemleak, kmemleak_wait)
+    _prepare(chan, tests, kmemleak, kmemleak_wait, env_check)
     rw = list(dict.fromkeys([chan, *(_check_path(d) for d in rw_dirs)]))
     argv = session_argv(cfg, chan, tests[0].workdir if tests else chan, rw)
     run_argv = [*argv, "--qemu-opts=-pidfile " + str(chan / PIDFILE)]
@@ -329,10 +339,12 @@ def _test_run(
     idle = dog.idle_timeout if dog.killed_for == ("idle", t.idx) else None
     timed_out = dog.killed_for == ("test", t.idx) or idle is not None
     leak = d / "kmemleak.txt"
+    env = (d / "env-before", d / "env-after")
     return TestRun(
         test=t, started=started, exit_code=None if timed_out else exit_code, output=output,
         duration=duration, timed_out=timed_out, tainted=(d / "tainted").exists(),
         console=console.get(t.idx, ()), kmemleak=leak if leak.exists() else None, idle=idle,
+        env=env if all(p.exists() for p in env) else None,
     )  # fmt: skip
 
 

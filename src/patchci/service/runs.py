@@ -99,7 +99,7 @@ def make_executor(
         cpus=ex.cpus, memory=ex.memory, test_timeout=ex.test_timeout,
         boot_timeout=ex.boot_timeout, retries=ex.retries,
         kvm={"auto": None, "on": True, "off": False}[ex.kvm], deadline=ex.deadline,
-        kmemleak=ex.kmemleak, kmemleak_wait=ex.kmemleak_wait, jobs=ex.jobs,
+        kmemleak=ex.kmemleak, kmemleak_wait=ex.kmemleak_wait, env_check=ex.env_check, jobs=ex.jobs,
         tests_per_boot=ex.tests_per_boot, kunit=ex.kunit,
         idle_timeout=ex.idle_timeout,
     )  # fmt: skip
