@@ -166,6 +166,8 @@ class Executor(Protocol):
     """Runs *tests* on the checked-out branch in *worktree*, logs under *out_dir*."""
 
     name: str
+    # (group, name) → seconds in the executor's last run: longest first (set by the caller)
+    previous_durations: dict[tuple[str, str], float]
 
     def run(
         self, branch_name: str, worktree: Path, tests: Sequence[TestSpec], out_dir: Path

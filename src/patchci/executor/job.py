@@ -8,7 +8,7 @@ where the worker fetches the branch from, and the executor as the server resolve
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,6 +30,9 @@ class BadJob(ValueError):
     """A broker message that is not a job this version can run."""
 
 
+OPTIONAL = frozenset({"durations"})  # keys a job from an older server lacks
+
+
 @dataclass(frozen=True)
 class JobSpec:
     job_id: str
@@ -42,6 +45,8 @@ class JobSpec:
     queue: str
     deadline: float  # seconds the whole run may take
     executor: dict[str, Any]  # ExecutorSettings, as JSON
+    # [group, name, seconds] of the executor's last run: the longest tests go first
+    durations: list[list[Any]] = field(default_factory=list)
 
     def settings(self) -> ExecutorSettings:
         return ExecutorSettings.model_validate(self.executor)
@@ -57,13 +62,15 @@ class JobSpec:
         if not isinstance(data, dict):
             raise BadJob("job is not a JSON object")
         fields = cls.__dataclass_fields__
-        missing = sorted(set(fields) - data.keys())
+        missing = sorted(set(fields) - data.keys() - OPTIONAL)
         if missing:
             raise BadJob(f"job lacks {', '.join(missing)}")
         extra = sorted(data.keys() - set(fields))
         if extra:
             raise BadJob(f"job has unknown keys {', '.join(extra)} (a newer server?)")
-        spec = cls(**{k: data[k] for k in fields})
+        spec = cls(**{k: data[k] for k in fields if k in data})
+        if not all(isinstance(d, list) and len(d) == 3 for d in spec.durations):
+            raise BadJob("job.durations is not a list of [group, name, seconds]")
         for key in ("job_id", "tree", "branch", "head", "base", "fetch_url", "queue"):
             if not isinstance(getattr(spec, key), str) or not getattr(spec, key):
                 raise BadJob(f"job.{key} is not a non-empty string")
@@ -74,6 +81,9 @@ class JobSpec:
         except ValidationError as e:
             raise BadJob(f"job.executor: {e.errors()[0]['msg']}") from e
         return spec
+
+    def duration_map(self) -> dict[tuple[str, str], float]:
+        return {(str(g), str(n)): float(s) for g, n, s in self.durations}
 
     @classmethod
     def from_json(cls, text: str) -> JobSpec:

@@ -120,6 +120,7 @@ class KernelVmExecutor:
         self.sandbox = sandbox
         self.crash_config = crash_config
         self.clock = clock
+        self.previous_durations: dict[tuple[str, str], float] = {}
 
     # -- the run ------------------------------------------------------------------------
 
@@ -237,7 +238,9 @@ class KernelVmExecutor:
         return specs
 
     def _run_all(self, vm: VmConfig, specs: Sequence[TestSpec], out_dir: Path) -> list[TestResult]:
-        """Longest-timeout first, dealt to the workers; each runs its share in sessions."""
+        """Longest first (the duration in the executor's last run; a test never timed by
+        its timeout, so it goes early), dealt to the workers by that expected time; each
+        runs its share in sessions."""
         ends_at = time.monotonic() + self.opts.deadline
         pending = [
             _Pending(
@@ -254,8 +257,12 @@ class KernelVmExecutor:
             for i, s in enumerate(specs)
         ]
         shares: list[list[_Pending]] = [[] for _ in range(max(self.opts.workers, 1))]
-        for p in sorted(pending, key=lambda p: -p.spec.timeout):
-            min(shares, key=lambda sh: sum(x.spec.timeout for x in sh)).append(p)
+
+        def expected(p: _Pending) -> float:
+            return self.previous_durations.get((p.spec.group, p.spec.name), p.spec.timeout)
+
+        for p in sorted(pending, key=lambda p: -expected(p)):
+            min(shares, key=lambda sh: sum(expected(x) for x in sh)).append(p)
         counter = _Counter()
         with ThreadPoolExecutor(len(shares), thread_name_prefix=self.name) as pool:
             for f in [pool.submit(self._worker, vm, sh, out_dir, ends_at, counter)

@@ -349,7 +349,8 @@ def _rerun(
                                              f"stream {row.stream} is no longer configured"))  # fmt: skip
         return
     path = settings.tree_path(settings.tree(ss.tree))
-    pairs = {ex.name: (ex, specs) for ex, specs in stream_executors(settings, ss, path, row.base)}
+    pairs = {ex.name: (ex, specs)
+             for ex, specs in stream_executors(settings, ss, path, row.base, results)}  # fmt: skip
     if executor not in pairs:
         results.finish_run(run_id, RunResult(executor, row.name, started, started, RUN_ERROR,
                                              f"executor {executor} is no longer configured"))  # fmt: skip
@@ -386,7 +387,7 @@ def _cut_stream(
                                        stream=stream, now=now, work_dir=work_dir,
                                        clients=clients)  # fmt: skip
         return enqueue_branch(settings, ss, JobStore(results.engine), manifest, branch_id)
-    (first, tests), *also = stream_executors(settings, ss, path, stream.base_branch)
+    (first, tests), *also = stream_executors(settings, ss, path, stream.base_branch, results)
     return cut_and_run(
         store, results, tree_path=path, tree=tree.name, stream=stream,
         executor=first, tests=tests, now=now, work_dir=work_dir,

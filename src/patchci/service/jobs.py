@@ -84,6 +84,7 @@ def enqueue_branch(
             job_id=uuid.uuid4().hex, run_id=rid, tree=ss.tree, branch=manifest.name,
             head=manifest.head, base=manifest.base, fetch_url=url, queue=ex.job_queue,
             deadline=ex.deadline, executor=ex.model_dump(mode="json"),
+            durations=[[g, n, s] for (g, n), s in sorted(jobs.durations(ex.name).items())],
         )  # fmt: skip
         jobs.add_job(spec)
         ids.append(spec.job_id)

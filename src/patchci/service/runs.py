@@ -116,14 +116,18 @@ def executor_tests(ex: ExecutorSettings, repo: Path, base: str) -> Sequence[Test
 
 
 def stream_executors(
-    settings: Settings, ss: StreamSettings, tree_path: Path, base: str
-) -> list[tuple[Executor, Sequence[TestSpec]]]:
-    """The stream's executors, built here, with their tests."""
+    settings: Settings, ss: StreamSettings, tree_path: Path, base: str,
+    results: ResultsStore | None = None,
+) -> list[tuple[Executor, Sequence[TestSpec]]]:  # fmt: skip
+    """The stream's executors, built here, with their tests; with *results*, each knows
+    its tests' durations in its last run, to start the longest first."""
     sandbox = settings.untrusted()
     out: list[tuple[Executor, Sequence[TestSpec]]] = []
     for ex in stream_executor_settings(settings, ss):
         root = settings.data_path / "executors" / namify(ex.name) / namify(ss.tree)
         built = make_executor(ex, root=root, ccache=settings.ccache_path, sandbox=sandbox)
+        if results is not None:
+            built.previous_durations = results.durations(ex.name)
         out.append((built, executor_tests(ex, tree_path, base)))
     return out
 

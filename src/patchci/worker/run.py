@@ -130,6 +130,7 @@ def _run(spec: JobSpec, ws: WorkerSettings, out: Path, config_path: Path | None)
         root = ws.work_path / "executors" / namify(ex.name) / namify(spec.tree)
         executor = make_executor(ex, root=root, ccache=ws.work_path / "ccache",
                                  sandbox=worker_sandbox(ws, config_path))  # fmt: skip
+        executor.previous_durations = spec.duration_map()
         tests = executor_tests(ex, git.repo, spec.base)
     except (InfraError, ConfigError, OSError) as e:
         log.error("job %s: %s", spec.job_id, e)
