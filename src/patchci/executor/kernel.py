@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from patchci import ktap
-from patchci.crash import DEFAULT_CONFIG, CrashConfig, detect
+from patchci.crash import DEFAULT_CONFIG, Crash, CrashConfig, detect
 from patchci.errors import InfraError
 from patchci.executor import envleak
 from patchci.executor.base import (
@@ -40,6 +40,7 @@ from patchci.executor.base import (
     TestSpec,
     namify,
 )
+from patchci.executor.decode import Decoder
 from patchci.executor.guesttools import absent_tools, install_hint, missing_commands
 from patchci.executor.kbuild import (
     IMAGE,
@@ -121,6 +122,7 @@ class KernelVmExecutor:
         self.crash_config = crash_config
         self.clock = clock
         self.previous_durations: dict[tuple[str, str], float] = {}
+        self.decoder: Decoder | None = None  # this run's: the branch's script and vmlinux
 
     # -- the run ------------------------------------------------------------------------
 
@@ -162,6 +164,7 @@ class KernelVmExecutor:
         try:
             if self.opts.kernel == "build":
                 built = builder.build(worktree, out_dir)
+                self.decoder = Decoder.find(worktree, self._build_dir(worktree), self.sandbox)
                 vm = replace(vm, kernel=built.image)
                 run = replace(run, kernel=str(built.image), config=str(built.config))
             specs = self._specs(builder, worktree, out_dir)
@@ -320,7 +323,7 @@ class KernelVmExecutor:
         if tr.kmemleak is not None:
             found += detect(tr.kmemleak.read_text(errors="replace").splitlines(),
                             self.crash_config)  # fmt: skip
-        crashes = tuple(CrashRef.from_crash(c) for c in found)
+        crashes = tuple(self._crash_ref(c) for c in found)
         collector = SubtestCollector()
         parsed = _parse_file(tr.output, collector)
         died = not tr.timed_out and tr.exit_code is None
@@ -344,6 +347,13 @@ class KernelVmExecutor:
             if outcome is Outcome.PASS:  # the next test starts from a changed machine
                 outcome = Outcome.WARN
         return Attempt(outcome, tr.duration, collector.subtests(), crashes, tr.output, note)
+
+    def _crash_ref(self, c: Crash) -> CrashRef:
+        """The splat as stored; decoded (file:line per frame) when the branch can."""
+        ref = CrashRef.from_crash(c)
+        if self.decoder is None or c.ignored:
+            return ref
+        return _decoded(ref, self.decoder.decode(c.lines))
 
     # -- reproduce ----------------------------------------------------------------------
 
@@ -473,6 +483,12 @@ def _not_run(out_dir: Path, why: str) -> Attempt:
     p = out_dir / "not-run.log"
     p.write_text(f"patchci: not run: {why}\n", encoding="utf-8")
     return Attempt(Outcome.ERROR, 0.0, (), (), p, why)
+
+
+def _decoded(ref: CrashRef, lines: list[str] | None) -> CrashRef:
+    if not lines:
+        return ref
+    return replace(ref, excerpt="\n".join(lines[:60]))
 
 
 def _left_behind(tr: TestRun) -> list[str]:
