@@ -6,7 +6,8 @@ set -euo pipefail
 what=${1:-test}
 
 pkgs_demo=(git gcc make perl xz-utils linux-source-6.1 bubblewrap)
-pkgs_test=("${pkgs_demo[@]}" postgresql chromium redis-server shellcheck yamllint pylint)
+pkgs_test=("${pkgs_demo[@]}" postgresql chromium redis-server shellcheck yamllint pylint binutils
+           iproute2 util-linux)
 
 declare -A probe=(
   [git]="command -v git"
@@ -22,6 +23,9 @@ declare -A probe=(
   [shellcheck]="command -v shellcheck"
   [yamllint]="command -v yamllint"
   [pylint]="command -v pylint"
+  [binutils]="command -v addr2line"
+  [iproute2]="command -v ip"
+  [util-linux]="command -v unshare"
 )
 
 case $what in
