@@ -28,6 +28,7 @@ from patchci.config import load_settings
 from patchci.daemon import open_store
 from patchci.db.results import ResultsStore
 from patchci.executor.base import RunResult
+from patchci.executor.envleak import leftovers
 from patchci.executor.vm import VmConfig, missing_prerequisites
 from patchci.executor.vmsession import GuestTest, run_session
 from patchci.model import Outcome
@@ -197,7 +198,9 @@ def test_several_tests_per_boot_a_crash_gets_a_fresh_vm_and_a_hang_times_out(
     ok = 'echo "TAP version 13"; echo "1..1"; echo "ok 1 fine"'
     tests = [
         _guest(0, ok, tmp_path),
-        _guest(1, ok, tmp_path),
+        # leaves an interface and a sysctl behind: the runner's snapshots say so
+        _guest(1, f"ip link add dummy-left type dummy; sysctl -qw net.ipv4.ip_forward=1; {ok}",
+               tmp_path),
         _guest(2, "echo c > /proc/sysrq-trigger; sleep 30", tmp_path),
         _guest(3, ok, tmp_path),
     ]
@@ -206,6 +209,11 @@ def test_several_tests_per_boot_a_crash_gets_a_fresh_vm_and_a_hang_times_out(
     r = first.runs
     assert [x.started for x in r] == [True, True, True, False]  # one boot ran three
     assert (r[0].exit_code, r[1].exit_code) == (0, 0)
+    env0, env1 = r[0].env, r[1].env
+    assert env0 is not None and env1 is not None
+    assert leftovers(*(p.read_text() for p in env0)) == []
+    left = leftovers(*(p.read_text() for p in env1))
+    assert "interface dummy-left" in left and "sysctl net.ipv4.ip_forward: 0 -> 1" in left
     assert r[2].exit_code is None and not r[2].timed_out  # the guest died during it
     assert any("sysrq triggered crash" in line for line in r[2].console)
     # the test after the crash runs on a fresh VM, then a hang is cut at its timeout

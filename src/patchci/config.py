@@ -411,6 +411,8 @@ class Settings(_Model):
     sandbox: SandboxConfig = SandboxConfig()
     verdicts: VerdictConfig = VerdictConfig()
     broker: BrokerConfig | None = None
+    # Without a [broker]: a branch's executor runs at once, in a worker pool in the daemon.
+    executor_pool: Annotated[int, Field(ge=1, le=64)] = 1
     remotes: tuple[RemoteConfig, ...] = ()
     crash: CrashSettings = CrashSettings()
     # Set by load_settings: the file these settings came from (hidden from patch code).

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -192,11 +193,13 @@ def cut_and_run(
     include: Collection[int] | None = None,
     clients: Mapping[str, PatchworkClient] | None = None,
     also: Sequence[tuple[Executor, Sequence[TestSpec]]] = (),
+    pool: int = 1,
 ) -> ContestRun:
     """Cut the branch of *stream* for *now* on demand (whether or not it is due), run
     *tests* on it with *executor* (and each pair of *also*) and store it all. *include*, when given, limits the series considered
     (an empty one cuts a baseline branch of the base alone). Series kept out by the gate
-    are recorded in the manifest's `left_out` with the gate's reason."""
+    are recorded in the manifest's `left_out` with the gate's reason. *pool* executors run
+    at once (threads: each run is a subprocess tree of its own, in its own worktree)."""
     git = Git(tree_path)
     manifest, branch_id = cut_only(store, results, tree_path=tree_path, tree=tree,
                                    stream=stream, now=now, work_dir=work_dir, include=include,
@@ -208,13 +211,16 @@ def cut_and_run(
     ]  # every run is recorded (running, leased) before the first starts: a kill resumes
     for _, _, rid in started:
         results.hold_run(rid, owner, RUN_LEASE)
-    runs = []
-    for ex, specs, rid in started:
+
+    def one(ex: Executor, specs: Sequence[TestSpec], rid: int) -> RunResult:
         out = work_dir / "runs" / manifest.name / namify(ex.name)
         with holding(partial(results.hold_run, rid, owner, RUN_LEASE), f"run {rid}", RUN_LEASE):
             run = run_tests(git, manifest.name, manifest.head, ex, specs, out, manifest.base)
         results.finish_run(rid, run)
-        runs.append(run)
+        return run
+
+    with ThreadPoolExecutor(max(1, min(pool, len(started))), thread_name_prefix="run") as ex:
+        runs = list(ex.map(lambda s: one(*s), started))
     return ContestRun(manifest, tuple(runs), branch_id)
 
 
@@ -391,7 +397,7 @@ def _cut_stream(
     return cut_and_run(
         store, results, tree_path=path, tree=tree.name, stream=stream,
         executor=first, tests=tests, now=now, work_dir=work_dir,
-        clients=clients, also=also,
+        clients=clients, also=also, pool=settings.executor_pool,
     )  # fmt: skip
 
 
