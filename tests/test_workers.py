@@ -9,6 +9,7 @@ other and the result is stored once, with both starts recorded.
 from __future__ import annotations
 
 import shutil
+import sys
 import subprocess
 import time
 from collections.abc import Iterator
@@ -309,3 +310,29 @@ def test_uploads_are_size_limited_and_confined_to_the_runs_directory(
     assert test.log_path == str(runs / "out" / "a.log")
     wrong = {**body, "executor": "ex-9"}
     assert api.post("/api/v1/jobs/job1/result", json=wrong, headers=w1).status_code == 409
+
+
+def test_the_long_lived_daemon_sends_its_branch_to_the_workers(site: Site) -> None:
+    """`patchci ingest` (the daemon, not `branch --now`): its contest cuts the stream's
+    first branch (due: no branch yet), queues the jobs, two worker hosts run them, and the
+    daemon collects both results while it keeps running."""
+    site.write_config(sleep=2)
+    site.serve()
+    site.worker("w1")
+    site.worker("w2")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "patchci", "-c", str(site.cfg), "ingest"],
+        env=site.env(), cwd=site.root, stdout=(site.root / "daemon.log").open("wb"),
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(site.jobs()) == 2 and all(j["state"] == DONE for j in site.jobs())
+                 and site.runs() and all(r["status"] == RUN_DONE for r in site.runs()),
+                 "the daemon's jobs to be done and collected", 180)  # fmt: skip
+        assert daemon.poll() is None, site.log("daemon")  # still running
+        assert {j["worker"] for j in site.jobs()} <= {"w1", "w2"}
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+    log = site.log("daemon")
+    assert "run queued" in log, log
