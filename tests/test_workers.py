@@ -9,8 +9,8 @@ other and the result is stored once, with both starts recorded.
 from __future__ import annotations
 
 import shutil
-import sys
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
