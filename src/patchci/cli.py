@@ -207,6 +207,12 @@ def cmd_mail(args: argparse.Namespace) -> int:
     return show_mail(_settings(args), args.id)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from patchci.service.exports import cmd_export as run
+
+    return run(_settings(args), args.format, args.branch, args.output, args.origin)
+
+
 def cmd_series(args: argparse.Namespace) -> int:
     from patchci.daemon import show_series
 
@@ -433,6 +439,20 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ml.add_argument("id", type=int, metavar="ID", help="our series id (`patchci series`)")
     ml.set_defaults(func=cmd_mail)
+
+    ex = sub.add_parser(
+        "export", help="a test branch's results as JUnit XML or KCIDB v5 JSON",
+        description="JUnit XML: a testsuite per executor run, a testcase per test (fail and "
+        "timeout are failures, a kernel crash or our own error an error). KCIDB v5: the "
+        "branch as a checkout (head, patchset hash and Message-IDs of its series), a build "
+        "per run, a test per test and subtest, an issue per distinct crash.",
+    )  # fmt: skip
+    ex.add_argument("format", choices=["junit", "kcidb"])
+    ex.add_argument("branch", help="the test branch (`patchci contest` names them)")
+    ex.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    ex.add_argument("--origin", default="patchci",
+                    help="KCIDB origin, [a-z0-9_]+ (default: %(default)s)")  # fmt: skip
+    ex.set_defaults(func=cmd_export)
 
     sr = sub.add_parser("series", help="list stored series, or show one with its check results")
     sr.add_argument("id", nargs="?", type=int, help="series id (omit to list)")
