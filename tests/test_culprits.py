@@ -430,3 +430,37 @@ def test_a_probe_that_hits_an_infrastructure_error_is_tried_once_more(
                               tmp_path / "work", Budget(), worker_id(w.store))  # fmt: skip
     assert (search.status, search.culprit_series_id) == ("culprit", w.series_ids()[1])
     assert len(calls) == 2 * len(search.steps)  # every probe: an error, then the real run
+
+
+def test_the_series_that_broke_a_test_gets_one_contest_mail(
+    branchy: Branchy, tmp_path: Path
+) -> None:
+    """Issue 13: a contest `fail` (a regression bisected to the series) is mailed to its
+    author in its thread, with the evidence and the failing test's reproduce command; the
+    innocent series of the same branch get nothing, and a later cycle sends nothing again."""
+    from email import message_from_bytes, policy
+
+    from patchci.config import EmailReport
+
+    w = branchy
+    base = settings_for(tmp_path, w.emu.url, w.git.repo,
+                        [{"name": "nn", "tree": "net-next", "tests_dir": TESTS_DIR,
+                          "retries": 1}])  # fmt: skip
+    email = EmailReport(enabled=True, dry_run=True, cc=("netdev@vger.example.org",))
+    settings = base.model_copy(update={"report": base.report.model_copy(update={"email": email})})
+    outbox = settings.data_path / "outbox"
+    run_cycle(w.store, settings, {SOURCE: w.client}, now=NOW)  # the branch, the search
+    assert w.verdicts()[1].state == "fail"
+    run_cycle(w.store, settings, {SOURCE: w.client}, now=NOW + timedelta(minutes=5))
+    (eml,) = outbox.glob("*.eml")
+    msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    culprit = w.store.load_series(w.series_ids()[1])
+    assert msg["In-Reply-To"] == culprit.patches[0].msgid
+    assert msg["Subject"] == f"Re: {culprit.patches[0].subject}"
+    assert "netdev@vger.example.org" in msg["Cc"]
+    body = msg.get_content()
+    assert "* the test branch nn-" in body
+    assert "contest: FAIL - " in body and "bisected: series" in body
+    assert "reproduce: " in body
+    run_cycle(w.store, settings, {SOURCE: w.client}, now=NOW + timedelta(minutes=10))
+    assert len(list(outbox.glob("*.eml"))) == 1  # once, by the ledger

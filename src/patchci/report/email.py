@@ -64,6 +64,8 @@ def fingerprint(series: Series, found: Sequence[CheckResult]) -> str:
 
 
 def _where(series: Series, r: CheckResult) -> str:
+    if r.check == "contest":
+        return f"the test branch {dict(r.details).get('branch', '')}".rstrip()
     if r.patch_index is None:
         return "the series"
     p = series.patches[r.patch_index]

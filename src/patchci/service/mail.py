@@ -21,8 +21,9 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from patchci.config import EmailReport, Settings
+from patchci.db.results import ResultsStore
 from patchci.db.store import SeriesRow, Store
-from patchci.model import DONE, REPORTED
+from patchci.model import DONE, REPORTED, CheckResult, Outcome
 from patchci.report.email import ReportMail, compose, findings
 from patchci.service.report import log_url
 
@@ -86,13 +87,45 @@ def write_outbox(mail: ReportMail, outbox: Path) -> Path:
     return path
 
 
+def contest_result(store: Store, settings: Settings, series_id: int) -> CheckResult | None:
+    """The series' contest verdict as a result a mail can report: only a `fail`, which is
+    a regression its test branch's culprit search put on this series (the evidence is in
+    the description), with the failing test's reproduce command."""
+    from patchci.report.contest import FAIL, REGRESSION, describe
+    from patchci.service.contest import series_verdict
+
+    results = ResultsStore(store.engine)
+    branches = results.branches_of_series(series_id)
+    if not branches:
+        return None
+    summary = series_verdict(results, series_id, branches[-1], {}, settings)
+    if summary.state != FAIL:
+        return None
+    repro = ""
+    wanted = {(f.executor, f.group, f.name) for f in summary.of_kind(REGRESSION)}
+    for run in results.branch_results(summary.branch):
+        for t in run.tests:
+            if (run.executor, t.group, t.name) in wanted and (t.reproduce or run.reproduce):
+                repro = (t.reproduce or run.reproduce).strip().splitlines()[-1]
+                break
+        if repro:
+            break
+    return CheckResult("contest", Outcome.FAIL, describe(summary), reproducer=repro or None,
+                       details=(("branch", summary.branch),))  # fmt: skip
+
+
 def _mail_for(
     store: Store, settings: Settings, row: SeriesRow, when: datetime
 ) -> ReportMail | None:
-    """The report mail series *row* would get now, if its checks found problems."""
+    """The report mail series *row* would get now, if its checks (or its test branch's
+    contest verdict) found problems."""
     cfg = settings.report.email
     tree = next((t for t in settings.trees if t.name == row.tree), None)
-    found = findings(store.latest_results(row.id), cfg, tree.email_checks if tree else None)
+    results = list(store.latest_results(row.id))
+    contest = contest_result(store, settings, row.id) if settings.streams else None
+    if contest is not None:
+        results.append(contest)
+    found = findings(results, cfg, tree.email_checks if tree else None)
     if not found:
         return None
     return compose(store.load_series(row.id), row.id, found, cfg, tree=row.tree, now=when,
