@@ -55,7 +55,18 @@ class MailSource(_Model):
     path: str
 
 
-Source = Annotated[PatchworkSource | MailSource, Field(discriminator="type")]
+class GitSource(_Model):
+    """A git remote whose refs are series: forks' branches, Patchew-style tags."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    type: Literal["git"]
+    url: Annotated[str, Field(min_length=1)]  # a git URL or a local repository
+    tree: str  # the tree whose branch the refs are based on (the series go to it)
+    refs: tuple[str, ...] = ("refs/heads/*",)  # fnmatch patterns of the refs to test
+    max_commits: Annotated[int, Field(ge=1, le=1000)] = 50
+
+
+Source = Annotated[PatchworkSource | MailSource | GitSource, Field(discriminator="type")]
 
 
 class TreeConfig(_Model):
@@ -453,6 +464,9 @@ class Settings(_Model):
                 if e not in execs:
                     raise ValueError(f"streams.{s.name}.executors: no [[executors]] entry "
                                      f"named {e!r}")  # fmt: skip
+        for src in self.sources:
+            if isinstance(src, GitSource) and src.tree not in names:
+                raise ValueError(f"sources.{src.name}.tree: no [[trees]] entry named {src.tree!r}")
         return self
 
     @property

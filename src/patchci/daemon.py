@@ -23,7 +23,7 @@ from typing import IO
 from sqlalchemy.exc import SQLAlchemyError
 
 from patchci import proc
-from patchci.config import PatchworkSource, Settings
+from patchci.config import GitSource, PatchworkSource, Settings
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
 from patchci.errors import ConfigError, FetchError, PatchError
@@ -38,7 +38,13 @@ from patchci.service.check import (
     series_verdict,
 )
 from patchci.service.contest import collect_jobs, cut_due, resume_runs, resume_searches
-from patchci.service.ingest import expire_incomplete, poll_created, poll_mail, poll_patchwork
+from patchci.service.ingest import (
+    expire_incomplete,
+    poll_created,
+    poll_git,
+    poll_mail,
+    poll_patchwork,
+)
 from patchci.service.leases import worker_id
 from patchci.service.mail import mail_pending
 from patchci.service.publish import publish_feed
@@ -92,6 +98,8 @@ def run_cycle(
                 stats["new"] += poll_patchwork(store, src, client, log_dir=logs, now=now)
                 poll_created(store, src, client, log_dir=logs, now=now)
                 expire_incomplete(store, src.incomplete_after, source=src.name)
+            elif isinstance(src, GitSource):
+                stats["new"] += poll_git(store, settings, src)
             else:
                 stats["new"] += poll_mail(store, src)
         except (FetchError, OSError, PatchError) as e:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from patchci.config import MailSource, PatchworkSource
+from patchci.config import GitSource, MailSource, PatchworkSource, Settings
 from patchci.db.store import Store
 from patchci.errors import FetchError
 from patchci.model import EXPIRED, INCOMPLETE, CheckResult, Outcome, Patch, Person, Series
@@ -316,3 +316,32 @@ def expire_incomplete(
             store.set_series_state(row.id, EXPIRED, reason)
             n += 1
     return n
+
+
+def poll_git(store: Store, settings: Settings, src: GitSource) -> int:
+    """New or moved refs of a `type = "git"` source as series (sources.gitrefs); a ref
+    that gives no series (nothing on top of the base, too many commits) is recorded as a
+    malformed series saying why, once per commit. FetchError when the remote is down."""
+    from patchci.sources import gitrefs
+
+    tree = settings.tree(src.tree)
+    cache = gitrefs.open_cache(settings.data_path / "sources" / f"{src.name}.git")
+    new = 0
+    for ref, sha in sorted(gitrefs.list_refs(cache, src.url, src.refs).items()):
+        key = gitrefs.series_key(ref, sha)
+        if store.find_series(src.name, key) is not None:
+            continue
+        got = gitrefs.ref_series(cache, source=src.name, url=src.url, ref=ref, sha=sha,
+                                 base_url=str(settings.tree_path(tree)), base_branch=tree.branch,
+                                 tree=tree.name, max_commits=src.max_commits)  # fmt: skip
+        if got.series is not None:
+            store.save_series(got.series)
+            log.info("source %s: %s at %s: %d patches", src.name, ref, sha[:12],
+                     len(got.series.patches))  # fmt: skip
+        else:
+            why = got.problem or "no series"
+            empty = Series(source=src.name, key=key, name=f"{ref} at {sha[:12]}", version=1,
+                           total=0, patches=(), problems=(why,))  # fmt: skip
+            store.save_malformed_series(empty, why, [CheckResult("series", Outcome.FAIL, why)])
+        new += 1
+    return new
