@@ -297,6 +297,16 @@ class EmailReport(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class PwBotConfig(_Model):
+    """`pw-bot: <state>` replies set the series' Patchwork state (netdev's mailbot)."""
+
+    enabled: bool = False
+    sources: tuple[str, ...] = ()  # the mail sources read for replies (default: all)
+    maintainers: tuple[str, ...] = ()  # addresses that may ask for any state
+    # what a series' own author may ask for (netdev: withdrawing it)
+    author_states: tuple[str, ...] = ("changes-requested", "superseded")
+
+
 class ReportConfig(_Model):
     patchwork: PatchworkReport = PatchworkReport()
     email: EmailReport = EmailReport()
@@ -426,6 +436,7 @@ class Settings(_Model):
     executor_pool: Annotated[int, Field(ge=1, le=64)] = 1
     remotes: tuple[RemoteConfig, ...] = ()
     crash: CrashSettings = CrashSettings()
+    pwbot: PwBotConfig = PwBotConfig()
     # Set by load_settings: the file these settings came from (hidden from patch code).
     config_path: str | None = None
     # Set by the CLI: print each series' progress and verdict as it is checked.

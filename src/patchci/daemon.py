@@ -122,6 +122,11 @@ def run_cycle(
                                                       workspace=workspace)  # fmt: skip
         stats["posted"] = (leftovers + delivered).posted
         stats["post_failures"] = (leftovers + delivered).failed
+        if settings.pwbot.enabled:
+            from patchci.service.pwbot import pwbot_cycle
+
+            bot = pwbot_cycle(store, settings, clients)
+            stats["pwbot"], stats["pwbot_failures"] = bot.applied, bot.failed
         if settings.report.email.enabled:
             mailed = mail_pending(store, settings, now=now)
             stats["mailed"], stats["mail_failures"] = mailed.sent, mailed.failed

@@ -44,7 +44,7 @@ __all__ = ["NotFound", "Store"]
 JOB_STATUSES = ("queued", "running", "done", "error")
 # "intent" is written just before a POST, so a crash between POST and "sent" is detectable.
 # unknown: an intent whose outcome nobody saw (killed mid-send); a mail is not sent again
-DELIVERY_STATUSES = ("intent", "sent", "failed", "unknown")
+DELIVERY_STATUSES = ("intent", "sent", "failed", "unknown", "refused")
 
 
 @dataclass(frozen=True)
@@ -821,6 +821,16 @@ class Store(Database):
         with self._read() as conn:
             row = conn.execute(q).first()
         return None if row is None else _row_to(DeliveryRow, row)
+
+    def series_of_msgid(self, msgids: Sequence[str]) -> int | None:
+        """The series holding a mail with one of *msgids* (the first that matches)."""
+        pc = t.patches.c
+        with self._read() as conn:
+            for m in msgids:
+                sid = conn.execute(select(pc.series_id).where(pc.msgid == m).limit(1)).scalar()
+                if sid is not None:
+                    return int(sid)
+        return None
 
     def series_deliveries(self, series_id: int, target_prefix: str) -> list[DeliveryRow]:
         """Every delivery of series *series_id* to targets starting with *target_prefix*

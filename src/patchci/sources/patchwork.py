@@ -274,6 +274,10 @@ class PatchworkClient:
             raise FetchError(f"patch {patch_id}: no state in Patchwork's answer: {data!r:.200}")
         return state
 
+    def set_patch_state(self, patch_id: int, state: str) -> None:
+        """PATCH the patch's state (a maintainer's token); FetchError when refused."""
+        self._json("PATCH", self.api(f"patches/{patch_id}/"), body={"state": state})
+
     def list_checks(self, patch_id: int, context: str | None = None) -> list[PwCheck]:
         """Every check of a patch, oldest first (all pages)."""
         params: dict[str, str | int] = {"per_page": self.per_page}

@@ -41,6 +41,9 @@ _URL_RE = re.compile(
 )
 
 
+PATCH_STATES = ("new", "under-review", "accepted", "rejected", "rfc", "not-applicable",
+                "changes-requested", "awaiting-upstream", "superseded", "deferred")  # fmt: skip
+
 class _Api(_Shapes):
     """One API request: routing, auth, filters and JSON shapes for one version prefix."""
 
@@ -82,7 +85,7 @@ class _Api(_Shapes):
             (r"series/", self.series_list, ("GET",)),
             (r"series/(\d+)/", self.series_detail, ("GET",)),
             (r"patches/", self.patch_list, ("GET",)),
-            (r"patches/(\d+)/", self.patch_detail, ("GET",)),
+            (r"patches/(\d+)/", self.patch_detail, ("GET", "PATCH", "PUT")),
             (r"patches/(\d+)/checks/", self.checks_view, ("GET", "POST")),
             (r"patches/(\d+)/checks/(\d+)/", self.check_detail, ("GET",)),
             (r"covers/", self.cover_list, ("GET",)),
@@ -245,6 +248,8 @@ class _Api(_Shapes):
         sub = self.fake.submissions.get(int(pid))
         if sub is None:
             raise _detail(404, "No Patch matches the given query.")
+        if self.method in ("PATCH", "PUT"):
+            self._update_patch(sub)
         return _json(
             200, self._patch_json(sub, detail=True), [("Allow", "GET, PUT, PATCH, HEAD, OPTIONS")]
         )
@@ -338,6 +343,21 @@ class _Api(_Shapes):
                     out[name] = payload.decode()
             return out
         raise _detail(415, f'Unsupported media type "{ctype}" in request.')
+
+    def _update_patch(self, patch: Submission) -> None:
+        """PATCH /patches/N/ as 3.2.1: a maintainer may set `state` (a slug, or its name
+        with spaces); a bad one is a 400 listing the slugs."""
+        if self.user is None or not self.user.maintainer:
+            raise _detail(403, NO_PERM)
+        data = self._form()
+        state = data.get("state")
+        if state is None:
+            return
+        slug = str(state).strip().lower().replace(" ", "-")
+        if slug not in PATCH_STATES:
+            raise _Abort(_json(400, {"state": [
+                f"Invalid state {state}. Expected one of: {', '.join(PATCH_STATES)}."]}))  # fmt: skip
+        self.fake.set_patch_state(patch.id, slug)
 
     def _create_check(self, patch: Submission) -> Resp:
         if self.user is None or not self.user.maintainer:
