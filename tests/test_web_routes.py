@@ -544,3 +544,47 @@ def test_series_page_verdict_includes_the_posted_contest_verdict(client: TestCli
     assert "foo-queues" in unescape(contest.group(1))
     verdict = re.search(r'<dd id="verdict">(.*?)</dd>', html, re.S)
     assert verdict is not None and "o-fail" in verdict.group(1)
+
+
+def test_api_runs_is_paginated_and_filtered(contest: TestClient, hostile: Hostile) -> None:
+    import sqlite3
+
+    with sqlite3.connect(hostile.data_dir / "patchci.db") as db:
+        (total,) = db.execute("SELECT count(*) FROM runs").fetchone()
+        (mine,) = db.execute("SELECT count(*) FROM runs r JOIN branches b ON b.id = r.branch_id"
+                             " WHERE b.stream = ?", (STREAM,)).fetchone()  # fmt: skip
+    body = contest.get("/api/v1/runs", params={"per_page": 2}).json()
+    assert body["total"] == total and body["pages"] == -(-total // 2) and len(body["items"]) == 2
+    pages = [contest.get("/api/v1/runs", params={"per_page": 2, "page": p}).json()["items"]
+             for p in range(1, body["pages"] + 1)]  # fmt: skip
+    ids = [r["id"] for items in pages for r in items]
+    assert len(ids) == len(set(ids)) == total  # every run once over the pages
+    got = contest.get("/api/v1/runs", params={"stream": STREAM, "per_page": 200}).json()
+    assert got["total"] == mine == 6
+    assert [r["branch"] for r in got["items"]] == [contest_branch_name(i) for i in range(5, -1, -1)]
+    assert [r["failed"] for r in got["items"]] == [1, 1, 1, 0, 0, 0]  # broken.sh, newest first
+    assert all(r["tests"] == 3 and r["status"] == "done" for r in got["items"])
+    one = contest.get("/api/v1/runs", params={"branch": contest_branch_name(2)}).json()
+    assert [r["executor"] for r in one["items"]] == [EXECUTOR]
+    assert contest.get("/api/v1/runs", params={"status": "error"}).json()["total"] == 0
+    assert contest.get("/api/v1/runs", params={"status": "bogus"}).status_code in (400, 422)
+    assert contest.get("/api/v1/runs", params={"per_page": 0}).status_code in (400, 422)
+
+
+def test_api_regressions_match_the_branch_pages(contest: TestClient) -> None:
+    body = contest.get("/api/v1/regressions", params={"stream": STREAM, "per_page": 50}).json()
+    assert body["total"] == 6 and body["pages"] == 1
+    (reg,) = body["items"]  # broken.sh starts failing on the fourth branch
+    assert (reg["branch"], reg["name"], reg["outcome"]) == (contest_branch_name(3), "broken.sh",
+                                                            "fail")  # fmt: skip
+    assert reg["search"] is None and reg["culprit_series_id"] is None
+    for i in range(6):  # the same findings as each branch's own page
+        view = contest.get(f"/api/v1/branches/{contest_branch_name(i)}").json()
+        mine = [f["name"] for f in view["findings"] if f["kind"] == "regression"]
+        assert mine == [r["name"] for r in body["items"] if r["branch"] == contest_branch_name(i)]
+    second = contest.get("/api/v1/regressions", params={"stream": STREAM, "per_page": 2,
+                                                        "page": 2}).json()  # fmt: skip
+    assert second["pages"] == 3 and [r["branch"] for r in second["items"]] == [
+        contest_branch_name(3)]  # fmt: skip
+    schema = contest.get("/api/v1/openapi.json").json()["paths"]
+    assert {"/api/v1/runs", "/api/v1/regressions"} <= set(schema)

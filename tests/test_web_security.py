@@ -206,6 +206,8 @@ ROUTES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "/contest/history": (("grp", "name", "executor", "n", "subtest"), HISTORY),
     "/api/v1/contest/history": (("grp", "name", "executor", "n", "subtest"), HISTORY),
     "/checks": (("check", "days", "slowest"), {}),
+    "/api/v1/runs": (("branch", "stream", "executor", "status", "page", "per_page"), {}),
+    "/api/v1/regressions": (("stream", "page", "per_page"), {}),
     "/api/v1/checks": (("check", "days", "slowest"), {}),
 }
 CASES = [(route, param) for route, (params, _) in ROUTES.items() for param in params]

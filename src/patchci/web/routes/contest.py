@@ -16,6 +16,7 @@ from patchci.db.store import NotFound
 from patchci.model import Outcome
 from patchci.service.verdicts import rule_of
 from patchci.web import branch_queries as bq
+from patchci.web import contest_api as capi
 from patchci.web import contest_queries as cq
 from patchci.web.render import page
 from patchci.web.routes.deps import NAME_OR_EMPTY, OUTCOME_OR_EMPTY, TEXT, Conn, Now, Web
@@ -252,3 +253,34 @@ def api_branch_diff(request: Request, name: BranchName, now: Now) -> bq.BranchDi
                               now.date())  # fmt: skip
     except NotFound as e:
         raise HTTPException(404, f"{e} is not in the database") from e
+
+
+RunStatus = Annotated[str | None, Query(pattern=r"^$|^(running|done|error)$")]
+BranchQ = Annotated[str | None, Query(max_length=128, pattern=BRANCH_OR_EMPTY)]
+ApiPage = Annotated[int, Query(alias="page", ge=1, le=100_000)]
+ApiPerPage = Annotated[int, Query(ge=1, le=200)]
+
+
+@api.get("/runs", response_model=capi.RunsPage)
+def api_runs(
+    conn: Conn, branch: BranchQ = None, stream: StreamQ = None,
+    executor: Annotated[str | None, Query(max_length=64, pattern=NAME_OR_EMPTY)] = None,
+    status: RunStatus = None, page_no: ApiPage = 1, per_page: ApiPerPage = 50,
+) -> capi.RunsPage:  # fmt: skip
+    """Executor runs, newest branch first, one page: status (`error` is ours, never the
+    series' fault), test and failure counts."""
+    return capi.list_runs(conn, branch=branch or None, stream=stream or None,
+                          executor=executor or None, status=status or None, page=page_no,
+                          per_page=per_page)  # fmt: skip
+
+
+@api.get("/regressions", response_model=capi.RegressionsPage)
+def api_regressions(
+    request: Request, conn: Conn, stream: StreamQ = None, page_no: ApiPage = 1,
+    per_page: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> capi.RegressionsPage:  # fmt: skip
+    """The regressions of one page of test branches (`per_page` branches, newest first):
+    each failing test the contest verdict counts as new on its branch, with the evidence
+    and its culprit search (status, and the series it blamed)."""
+    return capi.list_regressions(conn, request.app.state.engine, request.app.state.settings,
+                                 stream=stream or None, page=page_no, per_page=per_page)  # fmt: skip
