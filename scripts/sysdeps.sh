@@ -7,7 +7,7 @@ what=${1:-test}
 
 pkgs_demo=(git gcc make perl xz-utils linux-source-6.1 bubblewrap)
 pkgs_test=("${pkgs_demo[@]}" postgresql chromium redis-server shellcheck yamllint pylint binutils
-           iproute2 util-linux)
+           iproute2 util-linux public-inbox)
 
 declare -A probe=(
   [git]="command -v git"
@@ -26,6 +26,7 @@ declare -A probe=(
   [binutils]="command -v addr2line"
   [iproute2]="command -v ip"
   [util-linux]="command -v unshare"
+  [public-inbox]="command -v public-inbox-httpd"
 )
 
 case $what in

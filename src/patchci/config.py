@@ -66,7 +66,17 @@ class GitSource(_Model):
     max_commits: Annotated[int, Field(ge=1, le=1000)] = 50
 
 
-Source = Annotated[PatchworkSource | MailSource | GitSource, Field(discriminator="type")]
+class LoreSource(_Model):
+    """A public-inbox list (lore.kernel.org/<list>/ or a local public-inbox-httpd)."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]
+    type: Literal["lore"]
+    url: Annotated[str, Field(pattern=r"^https?://")]  # the inbox: https://lore.kernel.org/netdev/
+    timeout: Annotated[float, Field(gt=0)] = 30.0
+
+
+Source = Annotated[PatchworkSource | MailSource | GitSource | LoreSource,
+                   Field(discriminator="type")]  # fmt: skip
 
 
 class TreeConfig(_Model):

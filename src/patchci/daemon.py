@@ -23,7 +23,7 @@ from typing import IO
 from sqlalchemy.exc import SQLAlchemyError
 
 from patchci import proc
-from patchci.config import GitSource, PatchworkSource, Settings
+from patchci.config import GitSource, LoreSource, PatchworkSource, Settings
 from patchci.db.results import ResultsStore
 from patchci.db.store import Store
 from patchci.errors import ConfigError, FetchError, PatchError
@@ -42,6 +42,7 @@ from patchci.service.ingest import (
     expire_incomplete,
     poll_created,
     poll_git,
+    poll_lore,
     poll_mail,
     poll_patchwork,
 )
@@ -100,6 +101,8 @@ def run_cycle(
                 expire_incomplete(store, src.incomplete_after, source=src.name)
             elif isinstance(src, GitSource):
                 stats["new"] += poll_git(store, settings, src)
+            elif isinstance(src, LoreSource):
+                stats["new"] += poll_lore(store, src)
             else:
                 stats["new"] += poll_mail(store, src)
         except (FetchError, OSError, PatchError) as e:

@@ -15,12 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from patchci.config import GitSource, MailSource, PatchworkSource, Settings
+from patchci.config import GitSource, LoreSource, MailSource, PatchworkSource, Settings
 from patchci.db.store import Store
 from patchci.errors import FetchError
 from patchci.model import EXPIRED, INCOMPLETE, CheckResult, Outcome, Patch, Person, Series
 from patchci.sources.mail import MalformedMail, parse_mail
-from patchci.sources.mbox import load_series
+from patchci.sources.mbox import group_series, load_series
 from patchci.sources.patchwork import PatchworkClient, PatchworkNotFound, PwEvent, PwPatchRef
 from patchci.subject import parse_subject
 
@@ -344,4 +344,39 @@ def poll_git(store: Store, settings: Settings, src: GitSource) -> int:
                            total=0, patches=(), problems=(why,))  # fmt: skip
             store.save_malformed_series(empty, why, [CheckResult("series", Outcome.FAIL, why)])
         new += 1
+    return new
+
+
+def poll_lore(store: Store, src: LoreSource) -> int:
+    """The list's new messages (sources.lore): each one not seen before brings its whole
+    thread, grouped into series and stored (a bigger view of a series adds its patches).
+    FetchError when the inbox cannot be read (ours: retried next poll)."""
+    from patchci.sources import lore
+
+    client = lore.LoreClient(src.url, src.timeout)
+    new = 0
+    try:
+        for entry in client.feed():
+            eid = lore.event_id(entry.msgid)
+            if store.event_seen(src.name, eid):
+                continue
+            mails = []
+            for raw in client.thread(entry.msgid):
+                try:
+                    mails.append((f"{src.name}:{entry.msgid}", parse_mail(raw)))
+                except MalformedMail as e:
+                    log.warning("source %s: a mail of the thread of %s: %s", src.name,
+                                entry.msgid, e)  # fmt: skip
+            grouped = group_series(mails, source=src.name)
+            sid = None
+            for series in grouped.series:
+                existed = store.find_series(src.name, series.key)
+                saved = store.save_series(series)
+                new += existed is None
+                mine = [*series.patches, *([series.cover] if series.cover else [])]
+                if any(p.msgid.strip("<>") == entry.msgid for p in mine):
+                    sid = saved
+            store.record_event(src.name, eid, entry.updated, sid)
+    finally:
+        client.close()
     return new
