@@ -35,6 +35,7 @@ def _mails(mbox: bytes) -> list[bytes]:
 
 
 def _config(tmp_path: Path, url: str, demo: Demo) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "patchci.toml"
     cfg.write_text(f"""data_dir = "{tmp_path / "data"}"
 [[sources]]
@@ -133,3 +134,14 @@ def test_a_feed_that_is_not_xml_is_a_source_error(
     out = capsys.readouterr()
     assert "1 source errors" in out.out + out.err
     assert _stored(cfg) == []
+
+
+def test_an_empty_inbox_is_no_error_a_wrong_one_is(
+    tmp_path: Path, inbox: PublicInbox, demo: Demo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """public-inbox has no feed for an inbox without messages (404), nor for a list name
+    that does not exist: the first is an empty list, the second a source error."""
+    assert main(["-c", str(_config(tmp_path / "a", inbox.url, demo)), "ingest", "--once"]) == 0
+    wrong = inbox.url.replace("/test/", "/nosuchlist/")
+    assert main(["-c", str(_config(tmp_path / "b", wrong, demo)), "ingest", "--once"]) == 2
+    assert "nosuchlist/_/text/config/raw: HTTP 404" in caplog.text

@@ -5,6 +5,7 @@ once per reply, through `patchci ingest`."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,51 @@ maintainers = ["mae@example.org"]
     assert "<reply2@example.org>" not in by
     assert [st for fp, st, _ in ledger if fp == "<reply3@example.org>"] == ["failed", "sent"]
     assert by["<reply4@example.org>"][0] == "sent"
+
+
+def test_a_pw_bot_reply_on_the_lore_list_sets_the_state(
+    tmp_path: Path, emu: FakePatchwork, demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply is read from the list's public-inbox (a real server), the series it
+    answers came from Patchwork: its patches there become changes-requested."""
+    from tests.loreserver import PublicInbox
+
+    inbox = PublicInbox(tmp_path / "pi")
+    inbox.start()
+    try:
+        trees = tree_toml("net-next", demo.tree, "main", ["signed_off_by"])
+        cfg = write_config(
+            tmp_path,
+            emu,
+            trees
+            + f"""
+[[sources]]
+name = "lore"
+type = "lore"
+url = "{inbox.url}"
+[pwbot]
+enabled = true
+maintainers = ["mae@example.org"]
+""",
+        )
+        clean = next(s for s in demo.samples if s.label == "clean series for net-next")
+        pw_id = emu.add_series_from_mbox(clean.mbox)
+        monkeypatch.setenv(TOKEN_ENV, emu.token)
+        # the series from Patchwork; the list has no message yet (no feed: not an error)
+        assert main(["-c", str(cfg), "ingest", "--once"]) == 0
+        store = Store.open(f"sqlite:///{tmp_path / 'data' / 'patchci.db'}")
+        try:
+            sid = store.find_series(SOURCE, str(pw_id))
+            assert sid is not None
+            parent = store.load_series(sid).patches[0].msgid
+        finally:
+            store.close()
+        # the list has the patches too (lore stores its own copy of the series) and the reply
+        inbox.deliver(*[m for m in re.split(rb"(?m)^(?=From [0-9a-f]{40} )", clean.mbox)
+                        if m.strip()])  # fmt: skip
+        inbox.deliver(_reply(5, parent, BOSS, "Needs work.\n\npw-bot: changes-requested").encode())
+        assert main(["-c", str(cfg), "ingest", "--once"]) == 0
+        assert {emu.submissions[p].state for p in emu.series[pw_id].patch_ids} == {
+            "changes-requested"}  # fmt: skip
+    finally:
+        inbox.stop()

@@ -490,6 +490,12 @@ class Settings(_Model):
                 raise ValueError(f"sources.{src.name}.tree: no [[trees]] entry named {src.tree!r}")
         return self
 
+    def pwbot_replies(self, source: str) -> Path | None:
+        """Where a lore source keeps the mails pw-bot reads (None: pw-bot is off)."""
+        if not self.pwbot.enabled or (self.pwbot.sources and source not in self.pwbot.sources):
+            return None
+        return self.data_path / "pwbot" / f"{source}.mbox"
+
     @property
     def visibility_timeout(self) -> float:
         """The broker's visibility timeout: set, or the longest deadline + 1 h."""

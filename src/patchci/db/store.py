@@ -822,15 +822,17 @@ class Store(Database):
             row = conn.execute(q).first()
         return None if row is None else _row_to(DeliveryRow, row)
 
-    def series_of_msgid(self, msgids: Sequence[str]) -> int | None:
-        """The series holding a mail with one of *msgids* (the first that matches)."""
+    def series_of_msgid(self, msgids: Sequence[str]) -> list[int]:
+        """The series holding a mail with the first of *msgids* that any holds (several
+        when sources overlap: a list read from Patchwork and from lore)."""
         pc = t.patches.c
         with self._read() as conn:
             for m in msgids:
-                sid = conn.execute(select(pc.series_id).where(pc.msgid == m).limit(1)).scalar()
-                if sid is not None:
-                    return int(sid)
-        return None
+                ids = conn.execute(select(pc.series_id).where(pc.msgid == m)
+                                   .group_by(pc.series_id)).scalars().all()  # fmt: skip
+                if ids:
+                    return sorted(int(i) for i in ids)
+        return []
 
     def series_deliveries(self, series_id: int, target_prefix: str) -> list[DeliveryRow]:
         """Every delivery of series *series_id* to targets starting with *target_prefix*

@@ -347,11 +347,14 @@ def poll_git(store: Store, settings: Settings, src: GitSource) -> int:
     return new
 
 
-def poll_lore(store: Store, src: LoreSource) -> int:
+def poll_lore(store: Store, src: LoreSource, replies: Path | None = None) -> int:
     """The list's new messages (sources.lore): each one not seen before brings its whole
     thread, grouped into series and stored (a bigger view of a series adds its patches).
-    FetchError when the inbox cannot be read (ours: retried next poll)."""
+    With *replies*, mails with a `pw-bot:` line are appended to that mbox once, for the
+    pw-bot job. FetchError when the inbox cannot be read (ours: retried next poll)."""
+    from patchci.report.pwbot import command
     from patchci.sources import lore
+    from patchci.sources.mail import body_text
 
     client = lore.LoreClient(src.url, src.timeout)
     new = 0
@@ -367,6 +370,9 @@ def poll_lore(store: Store, src: LoreSource) -> int:
                 except MalformedMail as e:
                     log.warning("source %s: a mail of the thread of %s: %s", src.name,
                                 entry.msgid, e)  # fmt: skip
+                    continue
+                if replies is not None and command(body_text(raw)) != (None, None):
+                    _keep_reply(replies, mails[-1][1].msgid, raw)
             grouped = group_series(mails, source=src.name)
             sid = None
             for series in grouped.series:
@@ -380,3 +386,13 @@ def poll_lore(store: Store, src: LoreSource) -> int:
     finally:
         client.close()
     return new
+
+
+def _keep_reply(mbox: Path, msgid: str, raw: bytes) -> None:
+    """Append *raw* to *mbox* unless a mail with *msgid* is in it already."""
+    mbox.parent.mkdir(parents=True, exist_ok=True)
+    if mbox.exists() and msgid.encode() in mbox.read_bytes():
+        return
+    with mbox.open("ab") as fh:
+        fh.write(b"From patchci Mon Sep 17 00:00:00 2001\n")
+        fh.write(raw if raw.endswith(b"\n") else raw + b"\n")

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchci.config import MailSource, PwBotConfig, Settings
+from patchci.config import LoreSource, MailSource, PwBotConfig, Settings
 from patchci.db.store import Store
 from patchci.errors import FetchError
 from patchci.model import Patch
@@ -42,11 +42,14 @@ def pwbot_cycle(store: Store, settings: Settings, clients: dict[str, PatchworkCl
     cfg = settings.pwbot
     if not cfg.enabled:
         return BotStats()
-    sources = [s for s in settings.sources if isinstance(s, MailSource)
-               and (not cfg.sources or s.name in cfg.sources)]  # fmt: skip
+    paths = [Path(s.path).expanduser() for s in settings.sources if isinstance(s, MailSource)
+             and (not cfg.sources or s.name in cfg.sources)]  # fmt: skip
+    # lore sources keep their pw-bot replies in an mbox of their own (service.ingest)
+    paths += [p for s in settings.sources if isinstance(s, LoreSource)
+              if (p := settings.pwbot_replies(s.name)) is not None and p.exists()]  # fmt: skip
     counts = {"sent": 0, "refused": 0, "failed": 0}
-    for src in sources:
-        for loc, raw in read_messages(Path(src.path).expanduser()):
+    for path in paths:
+        for loc, raw in read_messages(path):
             try:
                 mail = parse_mail(raw)
             except MalformedMail:
@@ -78,10 +81,12 @@ def _act(
 ) -> str | None:  # fmt: skip
     """Apply one reply's command once; the ledger status it ended with, None if skipped."""
     refs = [m for m in (mail.in_reply_to, *reversed(mail.references)) if m]
-    sid = store.series_of_msgid(refs)
-    if sid is None:
+    found = store.series_of_msgid(refs)
+    if not found:
         log.info("pw-bot: %s (%s) answers no series we have", mail.msgid, loc)
         return None
+    # the copy that came from a Patchwork source, when the list is read twice
+    sid = next((i for i in found if store.series_row(i).source in clients), found[0])
     row = store.series_row(sid)
     ledger = [d for d in store.series_deliveries(sid, TARGET) if d.fingerprint == mail.msgid]
     if any(d.status in ("sent", "refused") for d in ledger):

@@ -92,26 +92,32 @@ class LoreClient:
     def close(self) -> None:
         self._http.close()
 
-    def _get(self, url: str) -> bytes:
+    def _get(self, url: str, missing_ok: bool = False) -> bytes | None:
         try:
             resp = self._http.get(url)
         except httpx.HTTPError as e:
             raise FetchError(f"GET {url}: {type(e).__name__}: {e}") from e
+        if resp.status_code == 404 and missing_ok:
+            return None
         if resp.status_code != 200:
             raise FetchError(f"GET {url}: HTTP {resp.status_code}")
         return resp.content
 
     def feed(self) -> list[Entry]:
         url = self.url + "new.atom"
+        data = self._get(url, missing_ok=True)
+        if data is None:  # public-inbox has no feed for an inbox without messages yet
+            self._get(self.url + "_/text/config/raw")  # the inbox answers; a wrong URL: 404
+            return []
         try:
-            return parse_atom(self._get(url), self.url)
+            return parse_atom(data, self.url)
         except ValueError as e:
             raise FetchError(f"GET {url}: {e}") from e
 
     def thread(self, msgid: str) -> list[bytes]:
         """Every mail of the thread holding *msgid*, as raw mails."""
         url = f"{self.url}{_escape(msgid)}/t.mbox.gz"
-        data = self._get(url)
+        data = self._get(url) or b""
         try:
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
             raw = d.decompress(data, MAX_THREAD_BYTES)
