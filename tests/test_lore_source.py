@@ -34,7 +34,7 @@ def _mails(mbox: bytes) -> list[bytes]:
     return [m for m in re.split(rb"(?m)^(?=From [0-9a-f]{40} )", mbox) if m.strip()]
 
 
-def _config(tmp_path: Path, url: str, demo: Demo) -> Path:
+def _config(tmp_path: Path, url: str, demo: Demo, b4: bool = True) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = tmp_path / "patchci.toml"
     cfg.write_text(f"""data_dir = "{tmp_path / "data"}"
@@ -42,6 +42,7 @@ def _config(tmp_path: Path, url: str, demo: Demo) -> Path:
 name = "lore"
 type = "lore"
 url = "{url}"
+b4 = {str(b4).lower()}
 [[trees]]
 name = "net-next"
 path = "{demo.tree}"
@@ -85,9 +86,17 @@ def test_the_lists_series_are_read_from_the_inbox(
     )
     inbox.deliver(reply)
     assert main(["-c", str(cfg), "ingest", "--once"]) == 0
+    # patches already stored keep their mail: a trailer that comes later is not added
+    store = open_store(load_settings(cfg))
+    try:
+        (row,) = store.list_series(limit=10)
+        assert b"Reviewed-by: Ray" not in store.load_series(row.id).patches[0].raw
+    finally:
+        store.close()
     (series,) = _stored(cfg)
     assert series[:4] == ("foo: device reset", 1, 3, True)
     assert series[4] in ("checked", "reported", "done")
+
     # polled again: nothing new
     assert main(["-c", str(cfg), "ingest", "--once"]) == 0
     assert len(_stored(cfg)) == 1
@@ -145,3 +154,35 @@ def test_an_empty_inbox_is_no_error_a_wrong_one_is(
     wrong = inbox.url.replace("/test/", "/nosuchlist/")
     assert main(["-c", str(_config(tmp_path / "b", wrong, demo)), "ingest", "--once"]) == 2
     assert "nosuchlist/_/text/config/raw: HTTP 404" in caplog.text
+
+
+@pytest.mark.parametrize("b4", [True, False])
+def test_b4_puts_the_replies_trailers_into_the_patches(
+    tmp_path: Path, inbox: PublicInbox, demo: Demo, b4: bool
+) -> None:
+    """With b4 (a test dependency, so installed) the trailer of a reply is in the patch it
+    answers; the mail keeps its own headers (b4 drops the tree tag from the subject)."""
+    from patchci.sources.lore import find_b4
+
+    assert find_b4() is not None
+    clean = next(s for s in demo.samples if s.label == "clean series for net-next")
+    cover, *patches = _mails(clean.mbox)
+    parent = re.search(rb"(?im)^Message-I[dD]: (<[^>]+>)", patches[0])
+    assert parent is not None
+    reply = (b"From: Ray <ray@example.org>\nTo: test@list.example\nSubject: Re: [PATCH net-next"
+             b" 1/3] foo: add foo_reset()\nMessage-ID: <ray-2@example.org>\nIn-Reply-To: "
+             + parent.group(1) + b"\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n\n"
+             b"Reviewed-by: Ray <ray@example.org>\n")  # fmt: skip
+    inbox.deliver(cover, *patches, reply)
+    cfg = _config(tmp_path, inbox.url, demo, b4=b4)
+    assert main(["-c", str(cfg), "ingest", "--once"]) == 0
+    store = open_store(load_settings(cfg))
+    try:
+        (row,) = store.list_series(limit=10)
+        stored = store.load_series(row.id)
+    finally:
+        store.close()
+    assert row.tree == "net-next" and len(stored.patches) == 3
+    assert (b"Reviewed-by: Ray <ray@example.org>" in stored.patches[0].raw) is b4
+    assert b"[PATCH net-next 1/3]" in stored.patches[0].raw
+    assert b"Reviewed-by" not in stored.patches[1].raw

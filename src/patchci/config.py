@@ -73,6 +73,7 @@ class LoreSource(_Model):
     type: Literal["lore"]
     url: Annotated[str, Field(pattern=r"^https?://")]  # the inbox: https://lore.kernel.org/netdev/
     timeout: Annotated[float, Field(gt=0)] = 30.0
+    b4: bool = True  # when b4 is installed, the replies' trailers go into the patches
 
 
 Source = Annotated[PatchworkSource | MailSource | GitSource | LoreSource,

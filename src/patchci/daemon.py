@@ -102,7 +102,8 @@ def run_cycle(
             elif isinstance(src, GitSource):
                 stats["new"] += poll_git(store, settings, src)
             elif isinstance(src, LoreSource):
-                stats["new"] += poll_lore(store, src, settings.pwbot_replies(src.name))
+                stats["new"] += poll_lore(store, src, settings.pwbot_replies(src.name),
+                                          settings.data_path / "b4")  # fmt: skip
             else:
                 stats["new"] += poll_mail(store, src)
         except (FetchError, OSError, PatchError) as e:

@@ -347,7 +347,9 @@ def poll_git(store: Store, settings: Settings, src: GitSource) -> int:
     return new
 
 
-def poll_lore(store: Store, src: LoreSource, replies: Path | None = None) -> int:
+def poll_lore(
+    store: Store, src: LoreSource, replies: Path | None = None, work: Path | None = None
+) -> int:
     """The list's new messages (sources.lore): each one not seen before brings its whole
     thread, grouped into series and stored (a bigger view of a series adds its patches).
     With *replies*, mails with a `pw-bot:` line are appended to that mbox once, for the
@@ -357,6 +359,7 @@ def poll_lore(store: Store, src: LoreSource, replies: Path | None = None) -> int
     from patchci.sources.mail import body_text
 
     client = lore.LoreClient(src.url, src.timeout)
+    b4 = lore.find_b4() if src.b4 and work is not None else None
     new = 0
     try:
         for entry in client.feed():
@@ -364,7 +367,10 @@ def poll_lore(store: Store, src: LoreSource, replies: Path | None = None) -> int
             if store.event_seen(src.name, eid):
                 continue
             mails = []
-            for raw in client.thread(entry.msgid):
+            thread = client.thread(entry.msgid)
+            if b4 is not None and work is not None:
+                thread = lore.with_b4_trailers(thread, entry.msgid, b4, work / src.name)
+            for raw in thread:
                 try:
                     mails.append((f"{src.name}:{entry.msgid}", parse_mail(raw)))
                 except MalformedMail as e:

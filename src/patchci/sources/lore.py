@@ -13,15 +13,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 import re
+import shutil
+import sys
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 from xml.etree import ElementTree as ET
 
 import httpx
 
-from patchci.errors import FetchError
+from patchci import proc
+from patchci.errors import CommandTimeout, FetchError
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +131,47 @@ class LoreClient:
         except (zlib.error, gzip.BadGzipFile) as e:
             raise FetchError(f"GET {url}: not gzip: {e}") from e
         return split_mbox(raw)
+
+
+def find_b4() -> str | None:
+    """b4 on PATH or next to our interpreter (the venv's bin), or None."""
+    here = str(Path(sys.executable).parent)
+    return shutil.which("b4", path=os.pathsep.join([here, os.environ.get("PATH", "")]))
+
+
+_CTE_OK = (b"", b"7bit", b"8bit")
+
+
+def with_b4_trailers(raws: list[bytes], msgid: str, b4: str, work: Path) -> list[bytes]:
+    """*raws* (a thread) with the trailers b4 collects from the replies (`b4 am`, on the
+    thread as a local mbox: no network) in the bodies of the patches of the series *msgid*
+    is in; the original headers are kept (b4 rewrites the subject, dropping the tree tag).
+    *raws* unchanged when b4 fails."""
+    work.mkdir(parents=True, exist_ok=True)
+    mbox = work / "thread.mbox"
+    mbox.write_bytes(b"".join(b"From patchci Mon Sep 17 00:00:00 2001\n" + r
+                              + (b"" if r.endswith(b"\n") else b"\n") for r in raws))  # fmt: skip
+    try:
+        res = proc.run([b4, "-q", "am", "-m", str(mbox), "-o", "-", msgid], cwd=work,
+                       env={"HOME": str(work)}, timeout=120)  # fmt: skip
+    except (CommandTimeout, OSError) as e:
+        log.warning("b4 am %s: %s; the thread is used as is", msgid, e)
+        return raws
+    if not res.ok:
+        log.warning("b4 am %s: exit %d: %s", msgid, res.returncode, res.stderr.strip()[-200:])
+        return raws
+    bodies = {}
+    for mail in split_mbox(res.stdout.encode("utf-8", "surrogateescape")):
+        head, _, body = mail.partition(b"\n\n")
+        m = re.search(rb"(?im)^message-id:\s*(<[^>]+>)", head)
+        if m:
+            bodies[m.group(1).lower()] = body
+    out = []
+    for raw in raws:
+        head, sep, _ = raw.partition(b"\n\n")
+        m = re.search(rb"(?im)^message-id:\s*(<[^>]+>)", head)
+        cte = re.search(rb"(?im)^content-transfer-encoding:\s*(\S*)", head)
+        ok = (cte.group(1).lower() if cte else b"") in _CTE_OK
+        new = bodies.get(m.group(1).lower()) if m else None
+        out.append(head + sep + new if new is not None and ok and sep else raw)
+    return out
