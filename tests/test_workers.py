@@ -317,6 +317,12 @@ def test_the_long_lived_daemon_sends_its_branch_to_the_workers(site: Site) -> No
     first branch (due: no branch yet), queues the jobs, two worker hosts run them, and the
     daemon collects both results while it keeps running."""
     site.write_config(sleep=2)
+    # every hour is on the stream's grid (NIPA's rule: a cut on an hour divisible by
+    # every_hours), so the first branch is due whenever the test runs
+    text = site.cfg.read_text()
+    site.cfg.write_text(
+        text.replace('tree = "net-next"\n', 'tree = "net-next"\nevery_hours = 1\n', 1)
+    )
     site.serve()
     site.worker("w1")
     site.worker("w2")
