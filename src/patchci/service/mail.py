@@ -24,6 +24,7 @@ from patchci.config import EmailReport, Settings
 from patchci.db.results import ResultsStore
 from patchci.db.store import SeriesRow, Store
 from patchci.model import DONE, REPORTED, CheckResult, Outcome
+from patchci.report.contest import ContestSummary
 from patchci.report.email import ReportMail, compose, findings
 from patchci.service.report import log_url
 
@@ -87,7 +88,10 @@ def write_outbox(mail: ReportMail, outbox: Path) -> Path:
     return path
 
 
-def contest_result(store: Store, settings: Settings, series_id: int) -> CheckResult | None:
+def contest_result(
+    store: Store, settings: Settings, series_id: int,
+    cache: dict[str, ContestSummary] | None = None,
+) -> CheckResult | None:  # fmt: skip
     """The series' contest verdict as a result a mail can report: only a `fail`, which is
     a regression its test branch's culprit search put on this series (the evidence is in
     the description), with the failing test's reproduce command."""
@@ -98,7 +102,9 @@ def contest_result(store: Store, settings: Settings, series_id: int) -> CheckRes
     branches = results.branches_of_series(series_id)
     if not branches:
         return None
-    summary = series_verdict(results, series_id, branches[-1], {}, settings)
+    # *cache*: one summary per branch for the whole mail cycle (a branch has many series)
+    summary = series_verdict(results, series_id, branches[-1], {} if cache is None else cache,
+                             settings)  # fmt: skip
     if summary.state != FAIL:
         return None
     repro = ""
@@ -115,14 +121,15 @@ def contest_result(store: Store, settings: Settings, series_id: int) -> CheckRes
 
 
 def _mail_for(
-    store: Store, settings: Settings, row: SeriesRow, when: datetime
-) -> ReportMail | None:
+    store: Store, settings: Settings, row: SeriesRow, when: datetime,
+    cache: dict[str, ContestSummary] | None = None,
+) -> ReportMail | None:  # fmt: skip
     """The report mail series *row* would get now, if its checks (or its test branch's
     contest verdict) found problems."""
     cfg = settings.report.email
     tree = next((t for t in settings.trees if t.name == row.tree), None)
     results = list(store.latest_results(row.id))
-    contest = contest_result(store, settings, row.id) if settings.streams else None
+    contest = contest_result(store, settings, row.id, cache) if settings.streams else None
     if contest is not None:
         results.append(contest)
     found = findings(results, cfg, tree.email_checks if tree else None)
@@ -167,8 +174,9 @@ def mail_pending(store: Store, settings: Settings, *, now: datetime | None = Non
     when = now or datetime.now(UTC)
     budget = cfg.max_per_hour - store.count_deliveries(TARGET, "sent", when - timedelta(hours=1))
     total = MailStats()
+    summaries: dict[str, ContestSummary] = {}
     for row in store.recent_series((REPORTED, DONE), when - timedelta(seconds=cfg.max_age)):
-        mail = _mail_for(store, settings, row, when)
+        mail = _mail_for(store, settings, row, when, summaries)
         if mail is None or not mail.recipients:
             continue
         ledger = [d for d in store.series_deliveries(row.id, TARGET)
