@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
@@ -100,9 +99,6 @@ class BuildTools(Check):
     tools = ("git", "make")
     default_timeout = 3600.0
     description = "The selftests it touches build, warn no more and leave no untracked file"
-
-    def __init__(self, options: dict[str, Any] | None = None, timeout: float | None = None):
-        super().__init__(options, timeout)
 
     def _targets(self, ctx: CheckContext) -> tuple[list[str], list[str]]:
         files = [f for p in ctx.series.patches for f in p.files]

@@ -10,7 +10,6 @@ Message-ID, not by date (a mail's Date can be older than what was already read).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
@@ -128,7 +127,7 @@ class LoreClient:
             raw = d.decompress(data, MAX_THREAD_BYTES)
             if d.unconsumed_tail:
                 raise FetchError(f"GET {url}: thread larger than {MAX_THREAD_BYTES} bytes")
-        except (zlib.error, gzip.BadGzipFile) as e:
+        except zlib.error as e:
             raise FetchError(f"GET {url}: not gzip: {e}") from e
         return split_mbox(raw)
 
